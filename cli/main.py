@@ -1,0 +1,70 @@
+"""The ``detseg`` typer app: one module per command, registered here.
+
+Command modules import torch and the heavy parts of the library inside their command
+functions, so ``detseg --help`` and ``detseg eval --predictions`` start fast.
+Exit codes: 0 ok, 1 some inputs failed, 2 usage or setup error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from detseg import __version__
+from detseg.errors import DetsegError, UsageError
+
+app = typer.Typer(
+    name="detseg",
+    help="Object detection and segmentation with convolutional networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module defines ``register(app: typer.Typer) -> None``.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"detseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """detseg: detect, segment, evaluate and train CNN models from the command line.
+
+    Examples:
+
+      detseg detect photo.jpg --weights shapes-faster_rcnn
+
+      detseg segment images/ --model deeplabv3_resnet50
+
+      detseg eval --dataset shapes --data-root data/shapes --weights runs/train/exp/best.pt
+    """
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"detseg.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point: runs the app and turns detseg errors into one-line messages."""
+    try:
+        app()
+    except UsageError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except DetsegError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)

@@ -1,0 +1,55 @@
+"""The command line starts, prints its version and help, and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+import detseg
+from detseg.cli.main import app
+from detseg.errors import RegistryError
+from detseg.registry import Registry
+from detseg.runs import new_run_dir
+
+runner = CliRunner()
+
+
+def test_version_flag() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"detseg {detseg.__version__}"
+
+
+def test_python_dash_m_matches_script() -> None:
+    out = subprocess.run([sys.executable, "-m", "detseg", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == f"detseg {detseg.__version__}"
+
+
+def test_library_import_does_not_pull_typer() -> None:
+    code = "import sys, detseg, detseg.registry, detseg.spec; print('typer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_registry_lists_by_glob_and_suggests_names() -> None:
+    reg = Registry("backbone")
+    reg.add("resnet18", lambda: "r18", depth=18)
+    reg.add("resnet50", lambda: "r50", depth=50)
+    reg.add("vgg16", lambda: "v16")
+    assert reg.names("resnet*") == ["resnet18", "resnet50"]
+    assert reg.get("resnet50").meta == {"depth": 50}
+    try:
+        reg.get("resnet5")
+    except RegistryError as err:
+        assert "did you mean" in str(err) and "resnet50" in str(err)
+    else:
+        raise AssertionError("unknown name was accepted")
+
+
+def test_run_dirs_increment_and_never_reuse(tmp_path) -> None:
+    first = new_run_dir("detect", root=tmp_path)
+    second = new_run_dir("detect", root=tmp_path)
+    assert (first.name, second.name) == ("exp", "exp2")
