@@ -52,3 +52,8 @@ class DatasetError(DetsegError):
 
 class EvalInputError(DetsegError):
     """Evaluation input (ground truth or results) that is malformed; names the offending entry."""
+
+
+class NonFiniteLossError(DetsegError):
+    """Training produced a NaN or infinite loss; the message says where and which checkpoint
+    was kept."""

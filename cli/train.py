@@ -1,0 +1,218 @@
+"""``detseg train``: train or fine-tune a detector or segmenter on a dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from detseg.cli.console import console, fail, warn
+
+AUGMENTS = ("none", "light", "strong")
+DATASETS = ("coco", "voc", "yolo", "masks", "shapes")
+
+
+def _progress_callback():
+    """A ``TrainCallback`` drawing a rich progress bar with the running losses and it/s."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from detseg.engine.trainer import TrainCallback
+
+    class RichProgress(TrainCallback):
+        def __init__(self) -> None:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
+                MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                console=console, transient=False,
+            )
+            self.task_id: Any = None
+            self.epochs = 0
+
+        def on_fit_start(self, trainer: Any) -> None:
+            self.epochs = trainer.config.epochs
+            console.print(f"training {trainer.spec.family} ({trainer.spec.backbone}) on "
+                          f"{len(trainer.train_set)} images, {trainer.spec.num_classes} classes, "
+                          f"device {trainer.device}; output {trainer.out_dir}")
+            self.progress.start()
+
+        def on_epoch_start(self, epoch: int, num_batches: int, start_batch: int) -> None:
+            self.task_id = self.progress.add_task(
+                f"epoch {epoch + 1}/{self.epochs}", total=num_batches, completed=start_batch,
+                losses="", speed="",
+            )
+
+        def on_batch_end(self, epoch: int, batch: int, num_batches: int,
+                         losses: dict[str, float], lr: float) -> None:
+            task = self.progress.tasks[self.task_id]
+            shown = " ".join(f"{k.removeprefix('loss_')}={v:.3f}" for k, v in losses.items())
+            self.progress.update(self.task_id, advance=1, losses=f"{shown} lr={lr:.2e}")
+            speed = task.speed
+            if speed:
+                self.progress.update(self.task_id, speed=f"{speed:.2f} it/s")
+
+        def on_validation_start(self, epoch: int) -> None:
+            self.progress.update(self.task_id, description=f"epoch {epoch + 1}/{self.epochs} val")
+
+        def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in row.items()
+                              if k.startswith(("val/loss", "metrics/")) and
+                              k.split("/")[-1] in ("loss", "bbox_AP", "bbox_AP50", "segm_AP",
+                                                   "segm_AP50", "mIoU", "pixel_acc"))
+            self.progress.console.print(f"epoch {epoch + 1}: {shown}  ({row['time_s']:.0f}s)")
+
+        def on_message(self, text: str) -> None:
+            self.progress.console.print(f"[cyan]note:[/cyan] {text}", highlight=False)
+
+        def on_fit_end(self, result: Any) -> None:
+            self.progress.stop()
+
+    return RichProgress()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        model: str = typer.Option(None, "--model", "-m",
+                                  help="Family (faster_rcnn, ssd, ssdlite, mask_rcnn, unet, "
+                                       "segnet) or torchvision preset name."),
+        backbone: str = typer.Option(None, "--backbone", "-b", help="Backbone name (tiny, ...)."),
+        dataset: str = typer.Option(None, "--dataset", "-d", help="coco|voc|yolo|masks|shapes"),
+        data_root: Path = typer.Option(None, "--data-root", help="Dataset folder."),
+        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs (default 30)."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Images per batch and process."),
+        imgsz: int = typer.Option(None, "--imgsz", help="Training image size in pixels."),
+        lr: float = typer.Option(None, "--lr", help="Base learning rate (SGD 0.01, AdamW 1e-3)."),
+        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd|adamw"),
+        weight_decay: float = typer.Option(None, "--weight-decay",
+                                           help="SGD 1e-4, AdamW 0.05 by default."),
+        schedule: str = typer.Option("cosine", "--schedule", help="cosine|step (after warmup)."),
+        warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warmup length."),
+        clip_grad: float = typer.Option(10.0, "--clip-grad", help="Max gradient norm (0: off)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (bit-for-bit repeatable on CPU)."),
+        augment: str = typer.Option("light", "--augment", help="none|light|strong"),
+        workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
+        out: Path = typer.Option(None, "--out", help="Output folder (default runs/train/NAME)."),
+        name: str = typer.Option("exp", "--name", help="Run name under runs/train/."),
+        weights: str = typer.Option(None, "--weights", "-w",
+                                    help="Start from a checkpoint, manifest name or preset "
+                                         "weights; heads with another class count are replaced."),
+        pretrained_backbone: bool = typer.Option(False, "--pretrained-backbone",
+                                                 help="ImageNet weights for the backbone."),
+        freeze: int = typer.Option(0, "--freeze", help="Freeze the first N backbone stages."),
+        backbone_lr_scale: float = typer.Option(
+            None, "--backbone-lr-scale",
+            help="Backbone LR multiplier (0.1 with pretrained weights, else 1)."),
+        accumulate: int = typer.Option(1, "--accumulate", help="Batches per optimizer step."),
+        patience: int = typer.Option(0, "--patience",
+                                     help="Stop after N epochs without improvement (0: off)."),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+        threads: int = typer.Option(None, "--threads",
+                                    help="CPU threads for torch (default: OMP_NUM_THREADS or "
+                                         "all cores)."),
+        eval_max_images: int = typer.Option(None, "--eval-max-images",
+                                            help="Evaluate on at most N validation images."),
+        resume: Path = typer.Option(None, "--resume",
+                                    help="Continue the run of this last.pt (with a larger "
+                                         "--epochs: extend a finished run)."),
+        option: list[str] = typer.Option(None, "--model-option",
+                                         help="Extra model builder option KEY=VALUE (repeat)."),
+    ) -> None:
+        """Train a model, or fine-tune one from --weights, on a dataset.
+
+        Writes last.pt, best.pt, results.csv and results.png to the run folder.
+
+        Examples:
+
+          detseg train --model unet --backbone tiny --dataset shapes --data-root data/shapes
+
+          detseg train --resume runs/train/exp/last.pt --epochs 40
+        """
+        import torch
+
+        from detseg.engine.trainer import TrainConfig, Trainer
+
+        if threads:
+            torch.set_num_threads(threads)
+        elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        callbacks = [_progress_callback()]
+        if resume is not None:
+            if not resume.is_file():
+                fail(f"--resume {resume}: no such file")
+            overrides = {"device": device, "workers": workers}
+            if eval_max_images is not None:
+                overrides["eval_max_images"] = eval_max_images
+            trainer = Trainer.resume(resume, epochs=epochs, callbacks=callbacks,
+                                     overrides=overrides)
+        else:
+            if dataset is None or data_root is None:
+                fail("give --dataset and --data-root (or --resume DIR/last.pt)")
+            if model is None and weights is None:
+                fail("give --model (or --weights with a detseg checkpoint)")
+            if dataset not in DATASETS:
+                fail(f"--dataset {dataset}: choose one of {', '.join(DATASETS)}")
+            if augment not in AUGMENTS:
+                fail(f"--augment {augment}: choose one of {', '.join(AUGMENTS)}")
+            config = TrainConfig(
+                model=model, dataset=dataset, data_root=str(data_root), backbone=backbone,
+                epochs=epochs or 30, batch_size=batch_size, imgsz=imgsz, lr=lr,
+                optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
+                warmup_epochs=warmup_epochs, clip_grad=clip_grad, seed=seed, augment=augment,
+                workers=workers, weights=weights, pretrained_backbone=pretrained_backbone,
+                freeze=freeze, backbone_lr_scale=backbone_lr_scale, accumulate=accumulate,
+                patience=patience, amp=amp, device=device, eval_max_images=eval_max_images,
+                model_options=_parse_options(option or []),
+            )
+            trainer = Trainer(config, _out_dir(out, name), callbacks)
+        try:
+            result = trainer.fit()
+        finally:
+            trainer.close()
+        if not trainer.dist.is_main:
+            return
+        if result.bad_samples:
+            warn(f"{result.bad_samples} samples failed to load and were skipped")
+        best = f"{result.best_path} (epoch {result.best_epoch}, {result.fitness_key} = " \
+               f"{result.best_fitness:.4f})" if result.best_path else "none"
+        console.print(f"{result.status} after {result.epochs_done} epochs; best: {best}; "
+                      f"last: {result.last_path}", highlight=False)
+        if result.status == "interrupted":
+            console.print(f"resume with: detseg train --resume {result.last_path}",
+                          highlight=False)
+            raise typer.Exit(130)
+
+
+def _out_dir(out: Path | None, name: str) -> Path:
+    """A fresh run folder; only rank 0 creates it, the other ranks get the same path."""
+    from detseg.engine.distributed import dist_info_from_env
+    from detseg.runs import new_run_dir
+
+    if dist_info_from_env().enabled:
+        if out is None:
+            fail("with torchrun, give --out so every process writes to the same folder")
+        return out
+    return new_run_dir("train", name, out)
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values parsed as YAML scalars (numbers, lists, bools)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--model-option {item!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return options

@@ -1,0 +1,79 @@
+"""Random-state capture and seeding for repeatable training, and shippable weight exports.
+
+Every random-number generator the training loop touches (Python ``random``, NumPy, torch CPU
+and CUDA) is seeded from ``(seed, epoch, rank)`` at each epoch start, and captured as plain
+tensors/lists so that a checkpoint stays loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detseg.spec import ModelSpec
+
+
+def derive_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 31-bit seed for one epoch of one rank, distinct for every (seed, epoch, rank)."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every generator, as tensors, ints and lists only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``capture_rng_state``."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """Write the model weights and spec of checkpoint ``src`` alone to ``dst`` (fp16 if ``half``).
+
+    The optimizer and training state are dropped; the training metrics are kept under
+    ``metrics`` and the training arguments under ``train_args`` so the file documents itself.
+    """
+    from detseg.weights import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(src)
+    keep = {k: ckpt.extra[k] for k in ("metrics", "train_args", "epoch") if k in ckpt.extra}
+    return save_checkpoint(dst, ckpt.state_dict, ckpt.spec, half=half, **keep)
+
+
+def spec_for_dataset(spec: ModelSpec, class_names: list[str], category_ids: list[int],
+                     input_size: int | None) -> ModelSpec:
+    """``spec`` with the dataset's class names and category ids (and the training image size)."""
+    data = spec.to_dict()
+    data.update(class_names=list(class_names), category_ids=[int(c) for c in category_ids],
+                num_classes=len(class_names))
+    if input_size:
+        data["input_size"] = int(input_size)
+    return ModelSpec.from_dict(data)

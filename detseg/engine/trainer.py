@@ -1,0 +1,768 @@
+"""The training loop of ``detseg train``: every family, transfer learning, exact resume, DDP.
+
+``Trainer(config, out_dir).fit()`` trains on a dataset built by ``detseg.data.build_dataset``
+and writes into ``out_dir``: ``last.pt`` (full state, every epoch and on interruption),
+``best.pt`` (weights, spec and metrics of the best epoch), ``results.csv`` (one row per epoch)
+and ``results.png`` (curves). ``Trainer.resume(path)`` continues a run from its ``last.pt``.
+
+The library never prints: progress and notices go to ``TrainCallback`` objects.
+Repeatability: every random generator is reseeded from ``(seed, epoch, rank)`` at each epoch
+start and the shuffling order only depends on those, so on CPU a run interrupted at an optimizer
+step and resumed ends bit-for-bit where the uninterrupted run ends (with ``workers=0``; with
+worker processes, epochs resumed from their start are exact too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from detseg.engine import distributed as ddp
+from detseg.engine.checkpointing import (
+    capture_rng_state,
+    derive_seed,
+    restore_rng_state,
+    seed_everything,
+    spec_for_dataset,
+)
+from detseg.engine.loading import (
+    Batch,
+    ResumableSampler,
+    SkippingDataset,
+    collate_skipping,
+    semantic_batch,
+    shard_indices,
+)
+from detseg.engine.optim import build_optimizer, build_scheduler, param_groups
+from detseg.errors import DatasetError, NonFiniteLossError, UsageError
+from detseg.spec import ModelSpec
+
+IGNORE_INDEX = 255
+# The validation metric that decides ``best.pt`` and early stopping, per task.
+FITNESS_KEYS = {"detect": "bbox_AP", "instance": "segm_AP", "semantic": "mIoU"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in every checkpoint as ``train_args``).
+
+    ``lr`` and ``weight_decay`` default per optimizer (SGD 0.01 / 1e-4, AdamW 0.001 / 0.05);
+    ``backbone_lr_scale`` defaults to 0.1 when starting from pretrained weights, else 1.0.
+    ``warmup_epochs`` may be fractional. ``max_bad_fraction`` is the share of samples of one
+    epoch allowed to fail loading before the run stops.
+    """
+
+    model: str | None
+    dataset: str
+    data_root: str
+    backbone: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    imgsz: int | None = None
+    lr: float | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    clip_grad: float = 10.0
+    seed: int = 0
+    augment: str = "light"
+    workers: int = 0
+    weights: str | None = None
+    pretrained_backbone: bool = False
+    freeze: int = 0
+    backbone_lr_scale: float | None = None
+    accumulate: int = 1
+    patience: int = 0
+    amp: bool = True
+    device: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    max_bad_fraction: float = 0.1
+    eval_max_images: int | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if self.optimizer == "sgd" else 0.001
+
+    def resolved_weight_decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 1e-4 if self.optimizer == "sgd" else 0.05
+
+
+class TrainCallback:
+    """Hooks the trainer calls on rank 0; override what you need (all default to no-ops)."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, epoch: int, num_batches: int, start_batch: int) -> None: ...
+
+    def on_batch_end(self, epoch: int, batch: int, num_batches: int,
+                     losses: dict[str, float], lr: float) -> None: ...
+
+    def on_validation_start(self, epoch: int) -> None: ...
+
+    def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None: ...
+
+    def on_message(self, text: str) -> None: ...
+
+    def on_fit_end(self, result: TrainResult) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: ``status`` is ``completed``, ``early_stopped`` or ``interrupted``."""
+
+    out_dir: Path
+    status: str
+    epochs_done: int
+    best_epoch: int | None
+    best_fitness: float | None
+    fitness_key: str
+    last_path: Path
+    best_path: Path | None
+    history: list[dict[str, float]]
+    bad_samples: int
+
+
+class _StopRequested(Exception):
+    """Raised inside the epoch loop after the state at an optimizer step has been saved."""
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A tv_tensor (Image, BoundingBoxes, Mask) as a plain tensor."""
+    return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+
+
+def _float_image(image: torch.Tensor) -> torch.Tensor:
+    """CHW float in [0, 1] from a uint8 or float image tensor."""
+    image = _plain(image)
+    return image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
+
+
+def _ignore_sigint_in_worker(_: int) -> None:
+    # Ctrl-C reaches the whole process group; only the main process handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this rank's CUDA device if there is one, else CPU; otherwise ``name``."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def find_backbone(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The qualified name and module of the feature extractor inside ``model``.
+
+    A detseg backbone is recognised by its ``channels`` and ``strides`` attributes; for
+    torchvision presets the ``backbone.body`` (without FPN) or ``backbone`` module is used.
+    """
+    for name, module in model.named_modules():
+        if name and hasattr(module, "channels") and hasattr(module, "strides"):
+            return name, module
+    for name in ("backbone.body", "backbone", "encoder"):
+        with contextlib.suppress(AttributeError):
+            return name, model.get_submodule(name)
+    return None
+
+
+def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The stages of ``backbone`` in input-to-output order (``stages`` attribute or children)."""
+    stages = getattr(backbone, "stages", None)
+    if stages is not None:
+        return list(stages)
+    return [m for m in backbone.children() if any(True for _ in m.parameters())]
+
+
+class _FrozenBatchNormGuard:
+    """Keeps the BatchNorm layers of frozen stages in eval mode whenever the model trains."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.norms = [m for stage in modules for m in stage.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def apply(self) -> None:
+        for m in self.norms:
+            m.eval()
+
+
+def freeze_stages(model: nn.Module, n: int) -> tuple[list[str], _FrozenBatchNormGuard]:
+    """Freeze the first ``n`` backbone stages (no gradients, BatchNorm statistics fixed).
+
+    Returns the frozen parameter names and a guard to re-apply after each ``model.train()``.
+    """
+    found = find_backbone(model)
+    if found is None:
+        raise UsageError("--freeze: this model has no backbone to freeze")
+    _, backbone = found
+    stages = backbone_stages(backbone)
+    if n > len(stages):
+        raise UsageError(f"--freeze {n}: the backbone has only {len(stages)} stages")
+    frozen_ids = set()
+    for stage in stages[:n]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+            frozen_ids.add(id(p))
+    names = [name for name, p in model.named_parameters() if id(p) in frozen_ids]
+    return names, _FrozenBatchNormGuard(stages[:n])
+
+
+def model_task(model_name: str | None, weights: str | None) -> str:
+    """``detect``, ``instance`` or ``semantic`` for a model name or a detseg checkpoint."""
+    if model_name is None:
+        if weights is None:
+            raise UsageError("give --model, or --weights with a detseg checkpoint")
+        from detseg.weights import resolve_weights
+
+        spec = resolve_weights(weights).spec
+        if spec is None:
+            raise UsageError(f"--weights {weights}: not a detseg checkpoint; give --model too")
+        return spec.task
+    from detseg.models import model_info
+
+    return model_info(model_name)["task"]
+
+
+class Trainer:
+    """Trains one model on one dataset; see the module docstring for what it writes."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path,
+                 callbacks: Sequence[TrainCallback] = (), resume_state: dict | None = None,
+                 handle_sigint: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.dist = ddp.dist_info_from_env()
+        self.callbacks = list(callbacks) if self.dist.is_main else []
+        self.handle_sigint = handle_sigint
+        self._stop = threading.Event()
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        ddp.init_distributed(self.dist, self.device)
+        if config.accumulate < 1 or config.batch_size < 1 or config.epochs < 1:
+            raise UsageError("--epochs, --batch-size and --accumulate must be at least 1")
+        seed_everything(config.seed)
+        self._build_data()
+        self._build_model()
+        self._build_optimization()
+        self.start_epoch = 0
+        self.start_batch = 0
+        self.history: list[dict[str, float]] = []
+        self.best_fitness: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_total = 0
+        self._resume_rng: dict | None = None
+        if resume_state is not None:
+            self._load_state(resume_state)
+
+    # ---------------------------------------------------------------- construction
+    def _message(self, text: str) -> None:
+        for cb in self.callbacks:
+            cb.on_message(text)
+
+    def _build_data(self) -> None:
+        from detseg.data import build_dataset
+        from detseg.data.transforms import build_transforms
+
+        cfg = self.config
+        self.task = model_task(cfg.model, cfg.weights)
+        train_tf = build_transforms(cfg.augment, train=True, task=self.task, imgsz=cfg.imgsz)
+        val_tf = build_transforms("none", train=False, task=self.task, imgsz=cfg.imgsz)
+        self.train_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.train_split,
+                                       task=self.task, transforms=train_tf)
+        self.val_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.val_split,
+                                     task=self.task, transforms=val_tf)
+        if len(self.train_set) == 0:
+            raise DatasetError(f"{cfg.data_root}: the {cfg.train_split} split has no images")
+        self.class_names = list(self.train_set.class_names)
+        self.category_ids = list(getattr(self.train_set, "category_ids", []) or [])
+        self.sampler = ResumableSampler(len(self.train_set), cfg.seed, self.dist.rank,
+                                        self.dist.world_size)
+        self.batches_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
+
+    def _build_model(self) -> None:
+        from detseg.models import build_model
+
+        cfg = self.config
+        options = dict(cfg.model_options)
+        if cfg.pretrained_backbone:
+            options["pretrained_backbone"] = True
+        if cfg.imgsz:
+            options.setdefault("input_size", cfg.imgsz)
+        if cfg.model is None:
+            model = build_model(None, weights=cfg.weights)
+            if model.spec.num_classes != len(self.class_names):
+                raise UsageError(
+                    f"--weights {cfg.weights} has {model.spec.num_classes} classes and the "
+                    f"dataset {len(self.class_names)}; give --model to replace the heads"
+                )
+        else:
+            model = build_model(cfg.model, backbone=cfg.backbone,
+                                num_classes=len(self.class_names), **options)
+            if cfg.weights:
+                self._load_transfer_weights(model, cfg.weights)
+        model.spec = spec_for_dataset(model.spec, self.class_names, self.category_ids, cfg.imgsz)
+        self.spec: ModelSpec = model.spec
+        self.frozen_guard: _FrozenBatchNormGuard | None = None
+        if cfg.freeze:
+            names, self.frozen_guard = freeze_stages(model, cfg.freeze)
+            self._message(f"froze the first {cfg.freeze} backbone stages ({len(names)} tensors)")
+        model.to(self.device)
+        self.model = model
+        self.ddp_model: nn.Module = model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.task != "semantic",
+            )
+
+    def _load_transfer_weights(self, model: nn.Module, weights: str) -> None:
+        from detseg.models import load_matching_state_dict
+        from detseg.weights import resolve_weights
+
+        loaded = resolve_weights(weights, preset=self.config.model)
+        report = load_matching_state_dict(model, loaded.state_dict)
+        self._message(f"loaded {loaded.source}: {report.summary()}")
+
+    def _build_optimization(self) -> None:
+        cfg = self.config
+        transfer = bool(cfg.weights or cfg.pretrained_backbone)
+        scale = cfg.backbone_lr_scale
+        if scale is None:
+            scale = 0.1 if transfer else 1.0
+        found = find_backbone(self.model)
+        groups = param_groups(self.model, cfg.resolved_weight_decay(),
+                              backbone_prefix=found[0] if found else None,
+                              backbone_lr_scale=scale)
+        self.optimizer = build_optimizer(cfg.optimizer, groups, cfg.resolved_lr(), cfg.momentum)
+        total = self.steps_per_epoch * cfg.epochs
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total, warmup,
+                                         min_lr_ratio=cfg.min_lr_ratio)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    # ---------------------------------------------------------------- state
+    def _state(self, epoch: int, batch: int) -> dict[str, Any]:
+        """Training state after ``batch`` batches of ``epoch`` (batch 0: epoch not started)."""
+        return {
+            "epoch": epoch,
+            "batch": batch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "train_args": self.config.to_dict(),
+            "history": self.history,
+            "best_fitness": self.best_fitness,
+            "best_epoch": self.best_epoch,
+            "bad_samples": self.bad_total,
+            "world_size": self.dist.world_size,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        # The schedule follows the (possibly extended) number of epochs; only its step counts.
+        sched = state["scheduler"]
+        self.scheduler.last_epoch = sched["last_epoch"]
+        self.scheduler._step_count = sched["_step_count"]
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.history = list(state.get("history", []))
+        self.best_fitness = state.get("best_fitness")
+        self.best_epoch = state.get("best_epoch")
+        self.bad_total = int(state.get("bad_samples", 0))
+        self.start_epoch = int(state["epoch"])
+        self.start_batch = int(state["batch"])
+        if self.start_batch:
+            self._resume_rng = state["rng"]
+        if state.get("world_size", 1) != self.dist.world_size:
+            self._message("resuming with a different number of processes: the data order "
+                          "differs from the original run")
+
+    @classmethod
+    def resume(cls, checkpoint: str | Path, epochs: int | None = None,
+               callbacks: Sequence[TrainCallback] = (), overrides: dict | None = None,
+               handle_sigint: bool = True) -> Trainer:
+        """A trainer continuing the run that wrote ``checkpoint`` (its ``last.pt``).
+
+        ``epochs`` larger than the original extends a finished run; ``overrides`` may change
+        settings that do not affect the result (``device``, ``workers``, ``eval_max_images``).
+        """
+        from detseg.weights import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        if "optimizer" not in ckpt.extra or "train_args" not in ckpt.extra:
+            raise UsageError(f"{checkpoint}: not a training checkpoint (use last.pt, or "
+                             "--weights to start a new run from it)")
+        config = TrainConfig.from_dict(ckpt.extra["train_args"])
+        if epochs is not None:
+            if epochs < int(ckpt.extra["epoch"]):
+                raise UsageError(f"--epochs {epochs}: the run already finished "
+                                 f"{ckpt.extra['epoch']} epochs")
+            config.epochs = epochs
+        for key, value in (overrides or {}).items():
+            setattr(config, key, value)
+        state = dict(ckpt.extra, model=ckpt.state_dict)
+        return cls(config, Path(checkpoint).parent, callbacks, resume_state=state,
+                   handle_sigint=handle_sigint)
+
+    def _save(self, name: str, extra: dict[str, Any]) -> Path:
+        from detseg.weights import save_checkpoint
+
+        return save_checkpoint(self.out_dir / name, self.model.state_dict(), self.spec, **extra)
+
+    def _save_last(self, epoch: int, batch: int) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return self._save("last.pt", self._state(epoch, batch))
+
+    # ---------------------------------------------------------------- steps
+    def _to_device_detection(self, batch: Batch) -> tuple[list[torch.Tensor], list[dict]]:
+        keys = ("boxes", "labels", "masks") if self.task == "instance" else ("boxes", "labels")
+        images = [_float_image(im).to(self.device, non_blocking=True) for im in batch.images]
+        targets = []
+        for t in batch.targets:
+            tgt = {k: _plain(t[k]).to(self.device, non_blocking=True) for k in keys if k in t}
+            tgt["boxes"] = tgt["boxes"].float().reshape(-1, 4)
+            tgt["labels"] = tgt["labels"].long()
+            if "masks" in tgt:
+                tgt["masks"] = tgt["masks"].to(torch.uint8)
+            targets.append(tgt)
+        return images, targets
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.spec.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _forward_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The loss dict of one batch (model in train mode)."""
+        if self.task == "semantic":
+            from detseg.models import semantic_logits
+
+            x, y = semantic_batch([_float_image(im) for im in batch.images], batch.targets,
+                                  self._normalize)
+            x, y = x.to(self.device), y.to(self.device)
+            logits = semantic_logits(self.ddp_model(x))
+            return {"loss_ce": F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)}
+        images, targets = self._to_device_detection(batch)
+        return self.ddp_model(images, targets)
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.frozen_guard is not None:
+            self.frozen_guard.apply()
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        cfg = self.config
+        self.sampler.set_epoch(epoch, start=start_batch * cfg.batch_size)
+        gen = torch.Generator()
+        gen.manual_seed(derive_seed(cfg.seed, epoch, self.dist.rank))
+        return DataLoader(
+            SkippingDataset(self.train_set), batch_size=cfg.batch_size, sampler=self.sampler,
+            num_workers=cfg.workers, collate_fn=collate_skipping, generator=gen,
+            worker_init_fn=_ignore_sigint_in_worker if cfg.workers else None,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _train_epoch(self, epoch: int, start_batch: int) -> tuple[dict[str, float], int]:
+        """One epoch from ``start_batch``; returns mean training losses and bad-sample count."""
+        cfg = self.config
+        if start_batch and self._resume_rng is not None:
+            restore_rng_state(self._resume_rng)
+            self._resume_rng = None
+        else:
+            seed_everything(derive_seed(cfg.seed, epoch, self.dist.rank))
+        self._set_train_mode()
+        loader = self._loader(epoch, start_batch)
+        nb = self.batches_per_epoch
+        for cb in self.callbacks:
+            cb.on_epoch_start(epoch, nb, start_batch)
+        sums: dict[str, float] = {}
+        count = 0
+        bad = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(loader, start=start_batch):
+            bad += len(batch.bad)
+            for sample in batch.bad:
+                self._message(f"skipped sample {sample.ident}: {sample.reason}")
+            self._check_bad_fraction(bad, epoch)
+            step_now = (i + 1) % cfg.accumulate == 0 or i + 1 == nb
+            if batch.images:
+                losses = self._backward(batch, epoch, i)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            else:
+                losses = {}
+            if step_now:
+                self._optimizer_step()
+            for cb in self.callbacks:
+                cb.on_batch_end(epoch, i, nb, {k: v / max(count, 1) for k, v in sums.items()},
+                                self.optimizer.param_groups[0]["lr"])
+            if step_now and self._stop.is_set() and i + 1 < nb:
+                self._save_last(epoch, i + 1)
+                raise _StopRequested
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        means = ddp.reduce_mean(means, float(count), self.device)
+        return means, ddp.reduce_sum_int(bad, self.device)
+
+    def _check_bad_fraction(self, bad: int, epoch: int) -> None:
+        limit = self.config.max_bad_fraction * len(self.sampler)
+        if bad > max(limit, 0):
+            raise DatasetError(
+                f"epoch {epoch + 1}: {bad} samples failed to load (more than "
+                f"{self.config.max_bad_fraction:.0%} of {len(self.sampler)}); fix the dataset"
+            )
+
+    def _backward(self, batch: Batch, epoch: int, i: int) -> dict[str, float]:
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            loss_dict = self._forward_losses(batch)
+        loss = sum(loss_dict.values())
+        if not torch.isfinite(loss).all():
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            where = self.out_dir / "last.pt"
+            kept = f"the last good checkpoint is {where}" if where.exists() else \
+                "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"epoch {epoch + 1}, batch {i + 1}: the loss is not finite ({parts}); "
+                f"training stopped, {kept}. Try a lower --lr or check the labels"
+            )
+        self.scaler.scale(loss / self.config.accumulate).backward()
+        out = {k: float(v.detach()) for k, v in loss_dict.items()}
+        out["loss"] = float(loss.detach())
+        return out
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.config.clip_grad > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    # ---------------------------------------------------------------- validation
+    def _val_batches(self) -> Iterator[Batch]:
+        indices = shard_indices(len(self.val_set), self.dist.rank, self.dist.world_size)
+        bs = self.config.batch_size
+        data = SkippingDataset(self.val_set)
+        for start in range(0, len(indices), bs):
+            yield collate_skipping([data[j] for j in indices[start:start + bs]])
+
+    @torch.no_grad()
+    def _validation_losses(self) -> dict[str, float]:
+        """Mean validation losses (model in train mode with BatchNorm frozen, no updates)."""
+        sums: dict[str, float] = {}
+        n = 0
+        with torch.random.fork_rng(devices=[]):
+            # Detectors only return losses in train mode; BatchNorm statistics stay untouched.
+            self.model.train(self.task != "semantic")
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+            for batch in self._val_batches():
+                if not batch.images:
+                    continue
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    losses = self._forward_losses_unwrapped(batch)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(batch.images)
+                sums["loss"] = sums.get("loss", 0.0) + float(sum(losses.values())) * len(
+                    batch.images)
+                n += len(batch.images)
+        means = {k: v / max(n, 1) for k, v in sums.items()}
+        return ddp.reduce_mean(means, float(n), self.device)
+
+    def _forward_losses_unwrapped(self, batch: Batch) -> dict[str, torch.Tensor]:
+        wrapped, self.ddp_model = self.ddp_model, self.model
+        try:
+            return self._forward_losses(batch)
+        finally:
+            self.ddp_model = wrapped
+
+    def _validation_metrics(self) -> dict[str, float]:
+        """Task metrics on the validation split (``detseg.eval.runner``), gathered on rank 0."""
+        from detseg.eval.runner import evaluate_model
+
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            raw = evaluate_model(self.model, self.val_set, batch_size=self.config.batch_size,
+                                 device=self.device, max_images=self.config.eval_max_images,
+                                 progress=None)
+            metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+        return ddp.gather_objects(metrics)[0]
+
+    # ---------------------------------------------------------------- loop
+    @contextlib.contextmanager
+    def _sigint_saves(self) -> Iterator[None]:
+        """First Ctrl-C: finish the optimizer step, save ``last.pt``, stop. Second: abort."""
+        if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            self._stop.set()
+            self._message("interrupt: saving last.pt after this step (Ctrl-C again to abort)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def request_stop(self) -> None:
+        """Stop after the current optimizer step, saving ``last.pt`` (what Ctrl-C does)."""
+        self._stop.set()
+
+    def fitness(self, row: dict[str, float]) -> float:
+        """The number ``best.pt`` maximises: the task metric, else minus the validation loss."""
+        key = FITNESS_KEYS[self.task]
+        if f"metrics/{key}" in row:
+            return row[f"metrics/{key}"]
+        return -row.get("val/loss", float("inf"))
+
+    def fitness_key(self) -> str:
+        return FITNESS_KEYS[self.task] if self._has_metrics() else "-val/loss"
+
+    @staticmethod
+    def _has_metrics() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("detseg.eval.runner") is not None
+
+    def fit(self) -> TrainResult:
+        """Train until ``config.epochs``, early stopping, or a stop request."""
+        cfg = self.config
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        status = "completed"
+        epoch = self.start_epoch
+        with self._sigint_saves():
+            try:
+                for epoch in range(self.start_epoch, cfg.epochs):
+                    status = self._run_epoch(epoch)
+                    if status != "running":
+                        break
+                else:
+                    status = "completed"
+            except _StopRequested:
+                status = "interrupted"
+        ddp.barrier()
+        result = self._result(status)
+        if self.dist.is_main and self.history:
+            from detseg.engine.curves import plot_results
+
+            plot_results(self.history, self.out_dir / "results.png")
+        for cb in self.callbacks:
+            cb.on_fit_end(result)
+        return result
+
+    def _run_epoch(self, epoch: int) -> str:
+        cfg = self.config
+        t0 = time.perf_counter()
+        start = self.start_batch if epoch == self.start_epoch else 0
+        train_losses, bad = self._train_epoch(epoch, start)
+        self.bad_total += bad
+        if bad:
+            self._message(f"epoch {epoch + 1}: skipped {bad} samples that failed to load")
+        for cb in self.callbacks:
+            cb.on_validation_start(epoch)
+        row: dict[str, float] = {"epoch": epoch + 1}
+        row.update({f"train/{k}": v for k, v in train_losses.items()})
+        row.update({f"val/{k}": v for k, v in self._validation_losses().items()})
+        if self._has_metrics():
+            row.update({f"metrics/{k}": v for k, v in self._validation_metrics().items()})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["time_s"] = time.perf_counter() - t0
+        self.history.append(row)
+        fit = self.fitness(row)
+        improved = self.best_fitness is None or fit > self.best_fitness
+        if improved:
+            self.best_fitness, self.best_epoch = fit, epoch + 1
+        if self.dist.is_main:
+            self._write_csv()
+            self._save_last(epoch + 1, 0)
+            if improved:
+                self._save("best.pt", {"epoch": epoch + 1, "metrics": row,
+                                       "train_args": cfg.to_dict()})
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, row)
+        if cfg.patience and self.best_epoch is not None \
+                and epoch + 1 - self.best_epoch >= cfg.patience:
+            self._message(f"early stop: no improvement of {self.fitness_key()} for "
+                          f"{cfg.patience} epochs (best epoch {self.best_epoch})")
+            return "early_stopped"
+        if self._stop.is_set():
+            return "interrupted"
+        return "running"
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.history:
+            columns.extend(k for k in row if k not in columns)
+        path = self.out_dir / "results.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in self.history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                 for k, v in row.items()})
+        tmp.replace(path)
+
+    def _result(self, status: str) -> TrainResult:
+        best = self.out_dir / "best.pt"
+        return TrainResult(
+            out_dir=self.out_dir, status=status, epochs_done=len(self.history),
+            best_epoch=self.best_epoch, best_fitness=self.best_fitness,
+            fitness_key=self.fitness_key(), last_path=self.out_dir / "last.pt",
+            best_path=best if best.exists() else None, history=self.history,
+            bad_samples=self.bad_total,
+        )
+
+    def close(self) -> None:
+        """Leave the DDP process group (call once, after ``fit``)."""
+        ddp.shutdown_distributed()
