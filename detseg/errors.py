@@ -57,3 +57,7 @@ class EvalInputError(DetsegError):
 class NonFiniteLossError(DetsegError):
     """Training produced a NaN or infinite loss; the message says where and which checkpoint
     was kept."""
+
+
+class ExportError(DetsegError):
+    """A model that cannot be exported in the requested format; the message says why."""

@@ -1,0 +1,379 @@
+"""Export models to ONNX and TorchScript, with the ModelSpec in the file, and check the result.
+
+Every exported graph takes the same input, whatever the family: ``images``, float RGB in [0, 1],
+``N x 3 x H x W`` (the graph normalizes with the spec's mean/std itself).
+
+- detection / instance models (``faster_rcnn``, ``ssd``, ``ssdlite``, ``mask_rcnn``, ...): one
+  image per call (``N = 1``; per-image outputs have different lengths), any ``H x W`` with
+  ``dynamic``. Outputs ``boxes [K, 4]`` (xyxy pixels of the input), ``labels [K]`` (int64, 0 =
+  background), ``scores [K]``, and for instance models ``masks [K, 1, H, W]`` (probabilities).
+- semantic models (``unet``, ``segnet``, torchvision presets): ``N`` images; with ``dynamic``
+  the batch and the size are free (the size must stay a multiple of the network's stride).
+  Output ``logits [N, C, H, W]``.
+
+The spec travels as JSON under the key ``detseg`` (ONNX ``metadata_props``; TorchScript
+``_extra_files["detseg.json"]``) together with the input/output description.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detseg import __version__
+from detseg.errors import ExportError, UsageError
+from detseg.profile import DETECTION_TASKS, model_task
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+ONNX_OPSET = 17
+METADATA_KEY = "detseg"
+TORCHSCRIPT_EXTRA = "detseg.json"
+
+
+class DetectionExport(nn.Module):
+    """``images [1, 3, H, W]`` in [0, 1] -> ``[boxes, labels, scores(, masks)]`` of that image."""
+
+    def __init__(self, model: nn.Module, output_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.output_names = output_names
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        result = self.model(list(images.unbind(0)))
+        # scripted torchvision detectors return (losses, detections) in every mode
+        detections = result[1] if torch.jit.is_scripting() else result
+        first = detections[0]
+        return [first[name] for name in self.output_names]
+
+
+class SemanticExport(nn.Module):
+    """``images [N, 3, H, W]`` in [0, 1] -> ``logits [N, C, H, W]`` (normalizes first)."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+class SemanticDictExport(SemanticExport):
+    """Same as ``SemanticExport`` for torchvision presets that return ``{"out": logits, ...}``."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model((images - self.mean) / self.std)["out"]
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote and how; ``check`` is filled by ``check_export``."""
+
+    path: Path
+    format: str
+    input_shape: list[int | str]
+    output_names: list[str]
+    method: str
+    seconds: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    check: CheckResult | None = None
+
+
+@dataclass
+class CheckResult:
+    """Largest absolute difference between the exported file and PyTorch, per output, over the
+    sample inputs in ``input_shapes``. ``max_abs_diff`` is the largest of all; it is ``inf`` when
+    an output's shape differs (``notes`` says which)."""
+
+    runtime: str
+    input_shapes: list[list[int]]
+    per_output: dict[str, float]
+    max_abs_diff: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _spec_dict(model: nn.Module) -> dict[str, Any] | None:
+    spec = getattr(model, "spec", None)
+    return spec.to_dict() if spec is not None else None
+
+
+def build_export_module(model: nn.Module, imgsz: int) -> tuple[nn.Module, list[str]]:
+    """The wrapper around ``model`` that is exported, and its output names."""
+    model = model.eval()
+    task = model_task(model)
+    if task in DETECTION_TASKS:
+        names = ["boxes", "labels", "scores"] + (["masks"] if task == "instance" else [])
+        return DetectionExport(model, names).eval(), names
+    spec = getattr(model, "spec", None)
+    mean = spec.mean if spec is not None else (0.0, 0.0, 0.0)
+    std = spec.std if spec is not None else (1.0, 1.0, 1.0)
+    param = next(model.parameters())
+    with torch.inference_mode():
+        probe = model(torch.zeros(1, 3, imgsz, imgsz, device=param.device, dtype=param.dtype))
+    wrapper = SemanticDictExport if isinstance(probe, dict) else SemanticExport
+    return wrapper(model, mean, std).eval(), ["logits"]
+
+
+def sample_images(model: nn.Module, imgsz: int, batch_size: int = 1,
+                  size: tuple[int, int] | None = None) -> Tensor:
+    """A seeded random ``images`` input in [0, 1] on the model's device and dtype."""
+    height, width = size or (imgsz, imgsz)
+    generator = torch.Generator().manual_seed(height * 1000 + width + batch_size)
+    images = torch.rand(batch_size, 3, height, width, generator=generator)
+    param = next(model.parameters())
+    return images.to(param.device, param.dtype)
+
+
+def export_model(model: nn.Module, fmt: str, out: str | Path, imgsz: int = 320,
+                 dynamic: bool = False, half: bool = False,
+                 opset: int = ONNX_OPSET) -> ExportResult:
+    """Export ``model`` (with ``.spec``) to ``out`` in format ``fmt`` (``onnx``/``torchscript``).
+
+    ``imgsz`` is the side of the sample image the graph is traced with; ``dynamic`` frees the
+    input size (and the batch for semantic models); ``half`` exports fp16 weights and input.
+    Raises ``ExportError`` with the reason when the model cannot be exported in that format.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; choose one of "
+                         f"{', '.join(EXPORT_FORMATS)}")
+    if opset < 17:
+        raise UsageError(f"ONNX opset must be 17 or newer, got {opset}")
+    if half and next(model.parameters()).device.type == "cpu" and fmt == "onnx":
+        raise ExportError("--half ONNX export needs a CUDA device: PyTorch traces fp16 graphs "
+                          "there, and onnxruntime's CPU provider lacks fp16 kernels for most ops")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.half() if half else model.float()
+    wrapper, names = build_export_module(model, imgsz)
+    detection = model_task(model) in DETECTION_TASKS
+    sample = sample_images(model, imgsz)
+    metadata = export_metadata(model, names, imgsz, dynamic, half, fmt)
+    start = time.perf_counter()
+    if fmt == "onnx":
+        _export_onnx(wrapper, sample, out, names, dynamic, detection, opset, metadata)
+        method = f"onnx opset {opset}"
+    else:
+        method = _export_torchscript(wrapper, sample, out, metadata)
+    input_shape: list[int | str] = list(sample.shape)
+    if dynamic:
+        input_shape = [1 if detection else "N", 3, "H", "W"]
+    return ExportResult(path=out, format=fmt, input_shape=input_shape, output_names=names,
+                        method=method, seconds=time.perf_counter() - start, metadata=metadata)
+
+
+def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynamic: bool,
+                    half: bool, fmt: str) -> dict[str, str]:
+    """String key/values stored in the exported file (the spec as JSON under ``detseg``)."""
+    task = model_task(model)
+    detection = task in DETECTION_TASKS
+    spec = _spec_dict(model)
+    description = {
+        "spec": spec,
+        "format": fmt,
+        "task": task,
+        "input": "images: float RGB in [0, 1], N x 3 x H x W" + (" (N = 1)" if detection else ""),
+        "outputs": output_names,
+        "imgsz": imgsz,
+        "dynamic": dynamic,
+        "half": half,
+        "detseg_version": __version__,
+    }
+    return {
+        METADATA_KEY: json.dumps(description),
+        "task": task,
+        "class_names": json.dumps(spec["class_names"] if spec else []),
+        "imgsz": str(imgsz),
+    }
+
+
+def _export_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str],
+                 dynamic: bool, detection: bool, opset: int, metadata: dict[str, str]) -> None:
+    import onnx
+
+    axes: dict[str, dict[int, str]] | None = None
+    if dynamic:
+        axes = {"images": {2: "height", 3: "width"} if detection
+                else {0: "batch", 2: "height", 3: "width"}}
+        for name in names:
+            axes[name] = {0: "detections"} if detection else {0: "batch", 2: "height", 3: "width"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (sample,), str(out), opset_version=opset, dynamo=False,
+                              input_names=["images"], output_names=names, dynamic_axes=axes)
+    except Exception as err:
+        raise ExportError(f"cannot export to ONNX: {_reason(err)}") from err
+    finally:
+        wrapper.eval()  # the exporter restores the pre-export mode recursively
+    proto = onnx.load(str(out))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "detseg"
+    onnx.save(proto, str(out))
+
+
+def _export_torchscript(wrapper: nn.Module, sample: Tensor, out: Path,
+                        metadata: dict[str, str]) -> str:
+    """Script the wrapper; where scripting fails, trace it. Returns ``script`` or ``trace``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = torch.jit.script(wrapper)
+        method = "script"
+    except Exception as script_err:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                compiled = torch.jit.trace(wrapper, (sample,), check_trace=False)
+        except Exception as trace_err:
+            raise ExportError(
+                f"cannot export to TorchScript: scripting failed ({_reason(script_err)}) and "
+                f"tracing failed ({_reason(trace_err)})") from trace_err
+        method = "trace"
+    extra = {TORCHSCRIPT_EXTRA: json.dumps({**metadata, "torchscript_method": method})}
+    torch.jit.save(compiled, str(out), _extra_files=extra)
+    return f"torchscript {method}"
+
+
+def _reason(err: Exception) -> str:
+    """The first informative line of an exporter exception."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:300] if lines else 'no message'}"
+
+
+def read_export_metadata(path: str | Path) -> dict[str, Any]:
+    """The detseg description stored in an exported file (``spec``, ``task``, ``outputs``...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such exported model file")
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+                 .metadata_props}
+        raw = props.get(METADATA_KEY)
+    else:
+        extra = {TORCHSCRIPT_EXTRA: ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        raw = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}").get(METADATA_KEY)
+    if not raw:
+        raise ExportError(f"{path}: no detseg metadata in this file")
+    return json.loads(raw)
+
+
+class ExportedModel:
+    """Run an exported file on numpy images: ``model(images [N,3,H,W] float32) -> outputs``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metadata = read_export_metadata(self.path)
+        if self.path.suffix == ".onnx":
+            import onnxruntime
+
+            self.runtime = "onnxruntime"
+            self._session = onnxruntime.InferenceSession(
+                str(self.path), providers=["CPUExecutionProvider"])
+        else:
+            self.runtime = "torchscript"
+            self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        if self.runtime == "onnxruntime":
+            return list(self._session.run(None, {"images": images}))
+        with torch.inference_mode():
+            out = self._module(torch.from_numpy(images))
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [o.cpu().numpy() for o in outs]
+
+
+def check_export(result: ExportResult, model: nn.Module, imgsz: int,
+                 dynamic: bool = False) -> CheckResult:
+    """Run the exported file and ``model`` on sample images and compare their outputs.
+
+    Samples: one image at ``imgsz``; with ``dynamic`` also a non-square size (and a batch of
+    two for semantic models). Runs on CPU in float32 for the runtime; detections are matched by
+    label and box before comparing, since equal-score ties may be ordered differently.
+    """
+    exported = ExportedModel(result.path)
+    wrapper, names = build_export_module(model, imgsz)
+    detection = model_task(model) in DETECTION_TASKS
+    shapes = [(1, imgsz, imgsz)]
+    if dynamic:
+        other = (imgsz + 32, imgsz - 32 if imgsz > 64 else imgsz + 64)
+        shapes.append((1 if detection else 2, *other))
+    per_output = dict.fromkeys(names, 0.0)
+    notes: list[str] = []
+    for batch, height, width in shapes:
+        images = sample_images(model, imgsz, batch, (height, width))
+        with torch.inference_mode():
+            reference = wrapper(images)
+        reference = reference if isinstance(reference, (list, tuple)) else [reference]
+        ref = [r.float().cpu().numpy() for r in reference]
+        got = exported(images.cpu().numpy())
+        diffs = (compare_detections(ref, got, names) if detection
+                 else {names[0]: _max_diff(ref[0], got[0])})
+        for name, diff in diffs.items():
+            if np.isinf(diff):
+                notes.append(f"{name}: shape {list(got[names.index(name)].shape)} differs from "
+                             f"PyTorch {list(ref[names.index(name)].shape)} at {height}x{width}")
+            per_output[name] = max(per_output[name], diff)
+    return CheckResult(runtime=exported.runtime, input_shapes=[[b, 3, h, w] for b, h, w in shapes],
+                       per_output=per_output, max_abs_diff=max(per_output.values()), notes=notes)
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    if a.size == 0:
+        return 0.0
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+def compare_detections(ref: list[np.ndarray], got: list[np.ndarray],
+                       names: list[str]) -> dict[str, float]:
+    """Per-output max |difference| after pairing each reference detection with the exported
+    detection of the same label whose box and score are closest; ``inf`` if counts differ."""
+    ref_boxes, ref_labels, ref_scores = ref[:3]
+    got_boxes, got_labels, got_scores = got[:3]
+    if len(ref_boxes) != len(got_boxes):
+        return dict.fromkeys(names, float("inf"))
+    if len(ref_boxes) == 0:
+        return dict.fromkeys(names, 0.0)
+    cost = (np.abs(ref_boxes[:, None, :] - got_boxes[None, :, :]).max(-1)
+            + np.abs(ref_scores[:, None] - got_scores[None, :]))
+    cost[ref_labels[:, None] != got_labels[None, :]] = np.inf
+    order = _greedy_pairs(cost)
+    if order is None:
+        return dict.fromkeys(names, float("inf"))
+    diffs = {name: _max_diff(ref[k], got[k][order]) for k, name in enumerate(names)}
+    diffs["labels"] = float(np.abs(ref_labels - got_labels[order]).max())
+    return diffs
+
+
+def _greedy_pairs(cost: np.ndarray) -> np.ndarray | None:
+    """For each row the column it is paired with, cheapest pairs first; None if impossible."""
+    rows, cols = cost.shape
+    order = np.full(rows, -1)
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        r, c = divmod(int(flat), cols)
+        if r in used_rows or c in used_cols or np.isinf(cost[r, c]):
+            continue
+        order[r] = c
+        used_rows.add(r)
+        used_cols.add(c)
+        if len(used_rows) == rows:
+            break
+    return order if (order >= 0).all() else None

@@ -1,0 +1,170 @@
+"""Measure a model: parameters, FLOPs, latency percentiles, throughput and peak memory.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass (a
+multiply-add counts as 2 FLOPs, the convention of fvcore/torchinfo "mult-adds" x 2). Latency is
+wall time of one forward pass of a whole batch after warm-up, with the device synchronized
+before each clock read. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the peak
+resident set size of the process (``getrusage``) on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from detseg.errors import UsageError
+
+DETECTION_TASKS = ("detect", "instance")
+
+
+def model_task(model: nn.Module) -> str:
+    """``detect``, ``instance`` or ``semantic`` from ``model.spec``; ``semantic`` without a spec.
+
+    Modules without a spec are treated as plain tensor-in, tensor-out networks.
+    """
+    spec = getattr(model, "spec", None)
+    return spec.task if spec is not None else "semantic"
+
+
+def example_inputs(model: nn.Module, imgsz: int | tuple[int, int], batch_size: int = 1,
+                   device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor] | torch.Tensor:
+    """Random inputs in the form the model's forward expects.
+
+    Detection/instance models get a list of ``batch_size`` CHW float tensors in [0, 1] (they
+    normalize and resize themselves); semantic models get a normalized NCHW batch using the
+    spec's mean/std. ``imgsz`` is one side or ``(height, width)``.
+    """
+    height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    images = torch.rand(batch_size, 3, height, width, device=device)
+    if model_task(model) in DETECTION_TASKS:
+        return [img.to(dtype) for img in images]
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        images = (images - mean) / std
+    return images.to(dtype)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters), shared tensors counted once."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
+
+
+def count_flops(model: nn.Module, inputs: Any) -> int:
+    """FLOPs of one forward pass of ``model(inputs)`` in inference mode (no grad)."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(inputs)
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark row; ``to_dict`` gives the JSON keys of ``detseg benchmark --json``."""
+
+    model: str
+    backbone: str | None
+    imgsz: int
+    batch_size: int
+    device: str
+    params: int
+    gflops: float
+    latency_ms_p50: float
+    latency_ms_p90: float
+    throughput: float
+    peak_mem_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``auto`` picks CUDA when available; an unusable device is a ``UsageError``."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise UsageError(f"unknown device {device!r}: {err}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
+              device: str | torch.device | None = "cpu", half: bool = False, iters: int = 20,
+              warmup: int = 3, name: str | None = None) -> BenchmarkResult:
+    """Time ``iters`` forward passes of a random batch after ``warmup`` passes.
+
+    ``half`` runs under fp16 autocast. GFLOPs are for the whole batch in fp32 (counting does not
+    depend on precision). Throughput is images per second over the timed passes.
+    """
+    if iters < 1 or warmup < 0 or batch_size < 1 or imgsz < 1:
+        raise UsageError("iters, batch size and image size must be positive, warm-up >= 0")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model = model.eval().to(dev)
+    spec = getattr(model, "spec", None)
+    inputs = example_inputs(model, imgsz, batch_size, dev)
+    params, _ = count_params(model)
+    flops = count_flops(model, inputs)
+
+    autocast = (torch.autocast(dev.type, dtype=torch.float16) if half
+                else contextlib.nullcontext())
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    with torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            model(inputs)
+        _synchronize(dev)
+        for _ in range(iters):
+            start = time.perf_counter()
+            model(inputs)
+            _synchronize(dev)
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
+            else _peak_rss_mb())
+    ms = np.asarray(times) * 1000.0
+    return BenchmarkResult(
+        model=name or (spec.family if spec is not None else type(model).__name__),
+        backbone=spec.backbone if spec is not None else None,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        device=str(dev),
+        params=params,
+        gflops=round(flops / 1e9, 4),
+        latency_ms_p50=round(float(np.percentile(ms, 50)), 3),
+        latency_ms_p90=round(float(np.percentile(ms, 90)), 3),
+        throughput=round(batch_size * len(times) / float(np.sum(times)), 2),
+        peak_mem_mb=round(peak, 1),
+    )

@@ -1,0 +1,1 @@
+"""Drawing (``draw``) and model explanation (``explain``) images."""
