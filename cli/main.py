@@ -27,6 +27,7 @@ app = typer.Typer(
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "train",
+    "weights",
 )
 
 
