@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -674,8 +675,7 @@ def save_checkpoint(
     for key in extra:
         if key in _RESERVED:
             raise WeightsError(f"checkpoint extra entry {key!r} clashes with a reserved key")
-    for key, value in extra.items():
-        _check_plain(value, f"extra[{key!r}]")
+    extra = {key: _plain(value, f"extra[{key!r}]") for key, value in extra.items()}
     state = OrderedDict((k, v.detach()) for k, v in model_state.items())
     half_dtypes: dict[str, str] = {}
     if half:
@@ -724,23 +724,29 @@ def _fits_fp16(tensor: Tensor) -> bool:
     return finite.numel() == 0 or bool(finite.abs().max() <= _FP16_MAX)
 
 
-_PLAIN = (str, int, float, bool, type(None), Tensor, torch.dtype, torch.Size)
+_SCALARS = (str, int, float, bool, type(None))
 
 
-def _check_plain(value: Any, where: str) -> None:
-    """Raise unless ``value`` is made of tensors and plain Python values only."""
-    if isinstance(value, _PLAIN):
-        return
+def _plain(value: Any, where: str) -> Any:
+    """``value`` made of tensors and plain Python values only, so ``weights_only`` loads it.
+
+    numpy scalars (metrics often are) become Python numbers; dict subclasses other than
+    OrderedDict become dicts and tuple subclasses tuples. Anything else raises.
+    """
+    if type(value) in _SCALARS or isinstance(value, (Tensor, torch.dtype, torch.Size)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-        return
+        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
+        out = OrderedDict() if isinstance(value, OrderedDict) else {}
         for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise WeightsError(f"checkpoint {where} has a {type(key).__name__} key")
-            _check_plain(item, f"{where}[{key!r}]")
-        return
+            if type(key) not in (str, int):
+                raise WeightsError(f"checkpoint {where} has a {type(key).__name__} key {key!r}")
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
     raise WeightsError(
         f"checkpoint {where} is a {type(value).__name__}; checkpoints keep tensors and plain "
         f"values only (str, int, float, bool, None, list, tuple, dict) so they load safely"

@@ -10,6 +10,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -69,10 +70,13 @@ def test_checkpoint_round_trip_keeps_spec_tensors_and_extra(tmp_path: Path) -> N
     net(torch.rand(1, 3, 8, 8)).sum().backward()
     optim.step()
     path = save_checkpoint(tmp_path / "run" / "best.pt", net.state_dict(), SPEC, epoch=3,
-                           metrics={"mIoU": 0.5}, optimizer=optim.state_dict())
+                           metrics={"mIoU": np.float64(0.5), "per_class": [np.float32(0.25)]},
+                           optimizer=optim.state_dict())
     ckpt = load_checkpoint(path)
     assert ckpt.spec == SPEC
-    assert ckpt.extra["epoch"] == 3 and ckpt.extra["metrics"] == {"mIoU": 0.5}
+    assert ckpt.extra["epoch"] == 3
+    assert ckpt.extra["metrics"] == {"mIoU": 0.5, "per_class": [0.25]}
+    assert type(ckpt.extra["metrics"]["mIoU"]) is float
     assert ckpt.extra["optimizer"]["param_groups"][0]["momentum"] == 0.9
     assert ckpt.state_dict.keys() == net.state_dict().keys()
     for key, tensor in net.state_dict().items():
@@ -135,6 +139,8 @@ def test_atomic_write_leaves_no_temp_files_and_keeps_the_old_file(tmp_path, monk
 def test_checkpoint_extra_must_load_safely(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"extra\['out'\] is a PosixPath|is a .*Path"):
         save_checkpoint(tmp_path / "run" / "x.pt", _net().state_dict(), SPEC, out=tmp_path)
+    with pytest.raises(WeightsError, match=r"extra\['mask'\] is a ndarray"):
+        save_checkpoint(tmp_path / "run" / "x.pt", _net().state_dict(), SPEC, mask=np.zeros(2))
     with pytest.raises(WeightsError, match="reserved"):
         save_checkpoint(tmp_path / "run" / "x.pt", _net().state_dict(), SPEC, model=1)
     assert not (tmp_path / "run").exists()
