@@ -19,7 +19,8 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,7 +37,7 @@ CHUNK_BYTES = 1 << 20
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
-try:  # advisory lock so two processes never write the same partial file
+try:  # advisory locks: parallel processes wait for one download
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
@@ -127,26 +128,30 @@ def download(
     if expected:
         expected = normalize_sha256(expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with open(part, "ab") as fh:
-        _lock(fh, dest, url)
-        try:
-            digest = _fetch(url, dest, fh, part, expected, progress, timeout=download_timeout())
-        except WeightsError:
-            if part.stat().st_size == 0:  # nothing worth resuming
+    existed = dest.exists()
+    with _download_lock(dest):
+        if dest.is_file() and not existed:  # another process finished it while we waited
+            return dest
+        part = dest.with_name(dest.name + ".part")
+        with open(part, "ab") as fh:
+            try:
+                digest = _fetch(url, dest, fh, part, expected, progress, download_timeout())
+            except WeightsError:
+                if part.stat().st_size == 0:  # nothing worth resuming
+                    part.unlink(missing_ok=True)
+                raise
+            if expected and not digest.startswith(expected):
+                fh.close()
                 part.unlink(missing_ok=True)
-            raise
-        if expected and not digest.startswith(expected):
-            fh.close()
-            part.unlink(missing_ok=True)
-            raise WeightsError(
-                f"checksum mismatch for {dest.name} downloaded from {url}: expected sha256 "
-                f"{expected}..., got {digest[: len(expected)]}...; the download was discarded "
-                f"(a proxy or mirror may have altered it); {how_to_supply(dest.name)}"
-            )
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, dest)
+                raise WeightsError(
+                    f"checksum mismatch for {dest.name} downloaded from {url}: expected sha256 "
+                    f"{expected}..., got {digest[: len(expected)]}...; the download was "
+                    f"discarded (a proxy or mirror may have altered it); "
+                    f"{how_to_supply(dest.name)}"
+                )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, dest)
     return dest
 
 
@@ -158,15 +163,28 @@ def url_file_name(url: str) -> str:
     return name
 
 
-def _lock(fh: BinaryIO, dest: Path, url: str) -> None:
+@contextmanager
+def _download_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest``'s download, so parallel processes (DDP ranks) wait
+    for one download instead of writing the same partial file. A no-op without ``fcntl``."""
     if fcntl is None:  # pragma: no cover - Windows
+        yield
         return
+    lock = dest.with_name(f".{dest.name}.lock")
+    while True:
+        fh = open(lock, "a")  # noqa: SIM115 - held until the download ends
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:
+                break  # still the live lock file, not one a finished holder removed
+        except FileNotFoundError:
+            pass
+        fh.close()
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise WeightsError(
-            f"{dest.name} is being downloaded from {url} by another process; wait for it to finish"
-        ) from None
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        fh.close()
 
 
 def _fetch(

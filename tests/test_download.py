@@ -199,6 +199,21 @@ def test_slow_server_times_out(server, tmp_path: Path, monkeypatch: pytest.Monke
     assert not (tmp_path / "blob.bin").exists()
 
 
+def test_parallel_downloads_of_one_file_fetch_it_once(server, tmp_path: Path) -> None:
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(
+            download(f"{server.url}/slow/blob.bin", tmp_path / "blob.bin", sha256=SHA)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert len(results) == 3 and len(server.requests) == 1
+    assert _leftovers(tmp_path) == ["blob.bin"]
+
+
 def _state_file(tmp_path: Path) -> tuple[bytes, str]:
     path = tmp_path / "src.pt"
     torch.save({"w": torch.arange(6.0).reshape(2, 3)}, path)
