@@ -326,3 +326,57 @@ def test_cli_import_and_help(tmp_path: Path) -> None:
         help_text = runner.invoke(app, ["weights", command, "--help"]).output
         assert "Examples" in help_text and "detseg weights" in help_text
     assert os.listdir(cache_dir()) == ["renamed.pt"]
+
+
+def test_checkpoint_rebuilds_an_identical_model_from_the_file_alone(tmp_path: Path) -> None:
+    from detseg.models import build_model
+
+    cases = [
+        ("unet", {"class_names": ["background", "circle", "square"]},
+         lambda m: m(torch.rand(2, 3, 64, 64))),
+        ("faster_rcnn", {"class_names": ["__background__", "circle", "square"],
+                         "input_size": 64},
+         lambda m: m([torch.rand(3, 64, 80)])),
+    ]
+    for name, options, run in cases:
+        model = build_model(name, backbone="tiny", **options)
+        if name == "unet":  # non-default BatchNorm statistics must survive too
+            model.train()(torch.rand(2, 3, 64, 64))
+        path = save_checkpoint(tmp_path / f"{name}.pt", model.state_dict(), model.spec, epoch=1)
+        rebuilt = build_model(weights=str(path))
+        assert rebuilt.spec == model.spec
+        model.eval()
+        rebuilt.eval()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            expected = run(model)
+            torch.manual_seed(1)
+            got = run(rebuilt)
+        if name == "unet":
+            assert torch.equal(got, expected)
+            half = save_checkpoint(tmp_path / "half.pt", model.state_dict(), model.spec,
+                                   half=True)
+            x = torch.rand(2, 3, 64, 64)
+            with torch.no_grad():
+                from_half = build_model(weights=str(half)).eval()(x)
+                reference = model(x)
+            assert from_half.dtype == torch.float32
+            torch.testing.assert_close(from_half, reference, atol=0.05, rtol=0.01)
+        else:
+            assert len(expected[0]["boxes"]) > 0
+            for want, have in zip(expected, got, strict=True):
+                for key in ("boxes", "labels", "scores"):
+                    assert torch.equal(have[key], want[key]), key
+
+
+def test_default_weights_build_the_preset_offline(tmp_path: Path) -> None:
+    from detseg.models import build_model
+
+    donor = build_model("lraspp_mobilenet_v3_large").eval()
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(donor.state_dict(), hub / "lraspp_mobilenet_v3_large-d234d4ea.pth")
+    model = build_model("lraspp_mobilenet_v3_large", weights="DEFAULT").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["out"], donor(x)["out"])
