@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ weights_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``weights`` command group to the detseg app."""
+    """Add the ``weights`` command group, and draw a progress bar for every download any
+    command makes (``detseg.download.set_progress_factory``)."""
+    from detseg.download import set_progress_factory
+
+    set_progress_factory(_ProgressBar)
     app.add_typer(weights_app, name="weights")
 
 
@@ -100,8 +105,9 @@ def download_command(
     failed = 0
     for name in names:
         try:
-            with _ProgressBar(name) as bar:
-                path = download_weights(name, progress=bar.update)
+            bar = _ProgressBar(name)
+            with bar as update:
+                path = download_weights(name, progress=update)
         except DetsegError as err:
             err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
             failed += 1
@@ -113,7 +119,10 @@ def download_command(
 
 
 class _ProgressBar:
-    """A rich download bar, drawn on stderr only once bytes start to arrive."""
+    """A rich download bar on stderr, drawn only once bytes start to arrive.
+
+    ``with _ProgressBar(label) as update:`` gives the ``update(done, total)`` callback.
+    """
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -121,8 +130,8 @@ class _ProgressBar:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> _ProgressBar:
-        return self
+    def __enter__(self) -> Callable[[int, int | None], None]:
+        return self.update
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +28,11 @@ from detseg import __version__
 from detseg.errors import UsageError, WeightsError
 
 ProgressCallback = Callable[[int, "int | None"], None]
+
+# Makes a progress callback for one download: ``factory(file_name)`` is a context manager
+# yielding the callback. The command line installs one that draws a bar; the library draws none.
+ProgressFactory = Callable[[str], AbstractContextManager[ProgressCallback]]
+_progress_factory: ProgressFactory | None = None
 
 TIMEOUT_ENV = "DETSEG_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
@@ -41,6 +46,17 @@ try:  # advisory locks: parallel processes wait for one download
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
+
+
+def set_progress_factory(factory: ProgressFactory | None) -> ProgressFactory | None:
+    """Install the progress factory used by downloads given no ``progress``; return the old one.
+
+    This lets a front end show progress for downloads deep inside library calls (a backbone's
+    ImageNet weights while building a model) without threading a callback through them.
+    """
+    global _progress_factory
+    previous, _progress_factory = _progress_factory, factory
+    return previous
 
 
 def hash_prefix_from_name(name: str) -> str | None:
@@ -109,7 +125,8 @@ def download(
         sha256: the expected digest (full, or a prefix of 8+ hex digits). When None, the hash
             prefix in the file name is used if it has one (``name-<hex>.pth``); otherwise the
             file is not verified.
-        progress: called as ``progress(done_bytes, total_bytes or None)`` while streaming.
+        progress: called as ``progress(done_bytes, total_bytes or None)`` while streaming;
+            when None, the factory installed with ``set_progress_factory`` (if any) makes one.
 
     Returns:
         The path of the verified file.
@@ -128,6 +145,9 @@ def download(
     if expected:
         expected = normalize_sha256(expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if progress is None and _progress_factory is not None:
+        with _progress_factory(dest.name) as callback:
+            return download(url, dest, expected, callback)
     existed = dest.exists()
     with _download_lock(dest):
         if dest.is_file() and not existed:  # another process finished it while we waited

@@ -9,7 +9,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from detseg.cli.main import app
-from detseg.download import download, hash_prefix_from_name
+from detseg.download import download, hash_prefix_from_name, set_progress_factory
 from detseg.errors import WeightsError
 from detseg.weights import cache_dir, resolve_weights
 
@@ -114,6 +115,22 @@ def test_download_success_verifies_and_reports_progress(server, tmp_path: Path) 
     assert out.read_bytes() == PAYLOAD
     assert seen[0] == (0, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert _leftovers(tmp_path) == ["blob.bin"]
+
+
+def test_installed_progress_factory_sees_library_downloads(server, tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    @contextmanager
+    def factory(name: str) -> Iterator[Callable[[int, int | None], None]]:
+        seen.append(name)
+        yield lambda done, total: seen.append(done)
+
+    previous = set_progress_factory(factory)
+    try:
+        download(f"{server.url}/ok/blob.bin", tmp_path / "blob.bin", sha256=SHA)
+    finally:
+        set_progress_factory(previous)
+    assert seen[0] == "blob.bin" and seen[-1] == len(PAYLOAD)
 
 
 def test_download_into_folder_checks_hash_prefix_in_name(server, tmp_path: Path) -> None:
