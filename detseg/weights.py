@@ -336,7 +336,8 @@ class LoadedWeights:
 
 
 def weights_file(
-    weights: str, preset: str | None = None, progress: ProgressCallback | None = None
+    weights: str | os.PathLike, preset: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """The local file a ``--weights`` value names (downloading it if needed) and facts about it.
 
@@ -347,7 +348,7 @@ def weights_file(
         UsageError: ``DEFAULT`` without a preset.
         WeightsError: unknown name, missing file, unverifiable URL or failed download.
     """
-    text = weights.strip()
+    text = str(weights).strip()
     if text.upper() == "DEFAULT":
         if not preset:
             raise UsageError("--weights DEFAULT needs a model preset name (e.g. "
@@ -442,7 +443,8 @@ def _with_hash(name: str, sha256: str) -> str:
 
 
 def resolve_weights(
-    weights: str, preset: str | None = None, progress: ProgressCallback | None = None
+    weights: str | os.PathLike, preset: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> LoadedWeights:
     """Resolve a ``--weights`` value (see the module docstring) to tensors and maybe a spec.
 
