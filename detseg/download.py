@@ -12,20 +12,20 @@ callback.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from detseg import __version__
 from detseg.errors import UsageError, WeightsError
+
+if TYPE_CHECKING:
+    import http.client
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -217,6 +217,10 @@ def _fetch(
     timeout: float,
 ) -> str:
     """Stream ``url`` into ``fh`` (resuming what ``part`` already holds); return the sha256."""
+    import http.client  # imported here: the command line starts faster without them
+    import urllib.error
+    import urllib.request
+
     have = part.stat().st_size
     digest = hashlib.sha256()
     if have:
@@ -292,6 +296,9 @@ def _resume_offset(response: http.client.HTTPResponse, have: int) -> int | None:
 
 def _reason(err: BaseException) -> str:
     """A short human reason for a network error (no traceback, no nested reprs)."""
+    import http.client
+    import urllib.error
+
     if isinstance(err, urllib.error.URLError) and not isinstance(err.reason, str):
         err = err.reason
     if isinstance(err, TimeoutError):
