@@ -1,0 +1,91 @@
+"""One backbone registry shared by every model family.
+
+``build_backbone(name)`` returns a ``Backbone``: ``forward(x) -> OrderedDict`` of feature maps
+keyed ``"s2"`` .. ``"s32"`` (as the network has them), with ``channels`` and ``strides``.
+Registered: ``tiny`` (ours) and the torchvision networks of ``TORCHVISION_NETS``; ``timm/<name>``
+works too when timm is installed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from functools import cache
+from typing import Any
+
+from detseg.backbones.base import Backbone, stride_key
+from detseg.backbones.timm_nets import TIMM_PREFIX, build_timm_backbone, list_timm_backbones
+from detseg.backbones.tiny import TINY_WIDTHS, TinyBackbone
+from detseg.backbones.torchvision_nets import (
+    TORCHVISION_NETS,
+    build_torchvision_backbone,
+    torchvision_backbone_params,
+)
+from detseg.errors import RegistryError
+from detseg.registry import Registry
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "backbone_info",
+    "build_backbone",
+    "list_backbones",
+    "stride_key",
+]
+
+BACKBONES = Registry("backbone")
+
+
+def _tiny(pretrained: bool = False) -> TinyBackbone:
+    if pretrained:
+        raise RegistryError("backbone 'tiny' has no pretrained weights (it is ours, trained from "
+                            "scratch); use pretrained=False")
+    return TinyBackbone()
+
+
+BACKBONES.add("tiny", _tiny, pretrained=False, channels=list(TINY_WIDTHS),
+              strides=[2, 4, 8, 16, 32], source="detseg")
+for _name, _net in TORCHVISION_NETS.items():
+    BACKBONES.add(
+        _name,
+        lambda pretrained=False, _name=_name: build_torchvision_backbone(_name, pretrained),
+        pretrained=True, channels=list(_net.channels), strides=_net.strides,
+        weights=_net.weights, source="torchvision",
+    )
+
+
+def build_backbone(name: str, pretrained: bool = False) -> Backbone:
+    """The backbone ``name`` (random init, or ImageNet weights with ``pretrained=True``)."""
+    if name.startswith(TIMM_PREFIX):
+        return build_timm_backbone(name, pretrained)
+    return BACKBONES.get(name).builder(pretrained=pretrained)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered names matching ``pattern``; ``timm/...`` patterns list timm's models."""
+    if pattern.startswith(TIMM_PREFIX):
+        return list_timm_backbones(pattern[len(TIMM_PREFIX):])
+    return [n for n in BACKBONES.names() if fnmatch.fnmatchcase(n, pattern)]
+
+
+@cache
+def _param_count(name: str) -> int:
+    if name in TORCHVISION_NETS:
+        return torchvision_backbone_params(name)
+    return sum(p.numel() for p in build_backbone(name).parameters())
+
+
+def backbone_info(name: str) -> dict[str, Any]:
+    """``{name, params (millions), channels, strides, pretrained}`` without a forward pass."""
+    if name.startswith(TIMM_PREFIX):
+        backbone = build_backbone(name)
+        params = sum(p.numel() for p in backbone.parameters())
+        return {"name": name, "params": round(params / 1e6, 2), "channels": backbone.channels,
+                "strides": backbone.strides, "pretrained": True}
+    meta = BACKBONES.get(name).meta
+    return {
+        "name": name,
+        "params": round(_param_count(name) / 1e6, 2),
+        "channels": list(meta["channels"]),
+        "strides": list(meta["strides"]),
+        "pretrained": bool(meta["pretrained"]),
+    }

@@ -1,0 +1,167 @@
+"""torchvision classification networks as backbones, wrapped by a table of node names.
+
+Each entry names, per stride, the graph node whose output is the feature map at that stride;
+``torchvision.models.feature_extraction.create_feature_extractor`` cuts the network there. No
+forward pass is copied. The wrapper re-registers the extractor's submodules under their
+torchvision names, so a backbone's state-dict keys are the classification network's keys
+(``conv1.weight``, ``layer1.0.bn1.running_mean``, ``features.3.block.0.0.weight``, ...) minus
+the classifier head.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from detseg.backbones.base import Backbone, stride_key
+
+
+@dataclass(frozen=True)
+class TorchvisionNet:
+    """How to cut one torchvision network into a backbone.
+
+    Attributes:
+        weights: name of the torchvision weight enum in ``torchvision.models``.
+        nodes: stride -> graph node whose output is the feature map at that stride.
+        channels: channels of those maps, in stride order.
+        head: top-level children the feature maps do not use (left out of the parameter count).
+    """
+
+    weights: str
+    nodes: dict[int, str]
+    channels: tuple[int, ...]
+    head: tuple[str, ...]
+
+    @property
+    def strides(self) -> list[int]:
+        return sorted(self.nodes)
+
+
+_RESNET = {2: "relu", 4: "layer1", 8: "layer2", 16: "layer3", 32: "layer4"}
+_RESNET_HEAD = ("avgpool", "fc")
+_CLASSIFIER_HEAD = ("avgpool", "classifier")
+
+TORCHVISION_NETS: dict[str, TorchvisionNet] = {
+    "resnet18": TorchvisionNet("ResNet18_Weights", _RESNET, (64, 64, 128, 256, 512), _RESNET_HEAD),
+    "resnet34": TorchvisionNet("ResNet34_Weights", _RESNET, (64, 64, 128, 256, 512), _RESNET_HEAD),
+    "resnet50": TorchvisionNet(
+        "ResNet50_Weights", _RESNET, (64, 256, 512, 1024, 2048), _RESNET_HEAD),
+    "resnet101": TorchvisionNet(
+        "ResNet101_Weights", _RESNET, (64, 256, 512, 1024, 2048), _RESNET_HEAD),
+    "mobilenet_v2": TorchvisionNet(
+        "MobileNet_V2_Weights",
+        {2: "features.1", 4: "features.3", 8: "features.6", 16: "features.13", 32: "features.18"},
+        (16, 24, 32, 96, 1280), ("classifier",)),
+    "mobilenet_v3_small": TorchvisionNet(
+        "MobileNet_V3_Small_Weights",
+        {2: "features.0", 4: "features.1", 8: "features.3", 16: "features.8", 32: "features.12"},
+        (16, 16, 24, 48, 576), _CLASSIFIER_HEAD),
+    "mobilenet_v3_large": TorchvisionNet(
+        "MobileNet_V3_Large_Weights",
+        {2: "features.1", 4: "features.3", 8: "features.6", 16: "features.12", 32: "features.16"},
+        (16, 24, 40, 112, 960), _CLASSIFIER_HEAD),
+    # VGG: the last ReLU before each max-pool (stride 2..16), then the final max-pool (32).
+    "vgg11_bn": TorchvisionNet(
+        "VGG11_BN_Weights",
+        {2: "features.6", 4: "features.13", 8: "features.20", 16: "features.27", 32: "features.28"},
+        (128, 256, 512, 512, 512), _CLASSIFIER_HEAD),
+    "vgg16": TorchvisionNet(
+        "VGG16_Weights",
+        {2: "features.8", 4: "features.15", 8: "features.22", 16: "features.29", 32: "features.30"},
+        (128, 256, 512, 512, 512), _CLASSIFIER_HEAD),
+    "vgg16_bn": TorchvisionNet(
+        "VGG16_BN_Weights",
+        {2: "features.12", 4: "features.22", 8: "features.32", 16: "features.42",
+         32: "features.43"},
+        (128, 256, 512, 512, 512), _CLASSIFIER_HEAD),
+    "efficientnet_b0": TorchvisionNet(
+        "EfficientNet_B0_Weights",
+        {2: "features.1", 4: "features.2", 8: "features.3", 16: "features.5", 32: "features.8"},
+        (16, 24, 40, 112, 1280), _CLASSIFIER_HEAD),
+    "efficientnet_b3": TorchvisionNet(
+        "EfficientNet_B3_Weights",
+        {2: "features.1", 4: "features.2", 8: "features.3", 16: "features.5", 32: "features.8"},
+        (24, 32, 48, 136, 1536), _CLASSIFIER_HEAD),
+    # ConvNeXt's stem is a 4x4 stride-4 patchify conv: no stride-2 map.
+    "convnext_tiny": TorchvisionNet(
+        "ConvNeXt_Tiny_Weights",
+        {4: "features.1", 8: "features.3", 16: "features.5", 32: "features.7"},
+        (96, 192, 384, 768), _CLASSIFIER_HEAD),
+    "regnet_y_800mf": TorchvisionNet(
+        "RegNet_Y_800MF_Weights",
+        {2: "stem", 4: "trunk_output.block1", 8: "trunk_output.block2",
+         16: "trunk_output.block3", 32: "trunk_output.block4"},
+        (32, 64, 144, 320, 784), ("avgpool", "fc")),
+}
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision network cut at ``net.nodes`` by ``create_feature_extractor``.
+
+    The extractor's top-level submodules are registered on this module under their torchvision
+    names (so ``state_dict`` keys match the classification network); the extractor itself is
+    kept unregistered and runs the forward pass over those same submodule objects.
+    """
+
+    def __init__(self, model: nn.Module, net: TorchvisionNet) -> None:
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        super().__init__()
+        extractor = create_feature_extractor(
+            model, return_nodes={net.nodes[s]: stride_key(s) for s in net.strides}
+        )
+        for name, child in extractor.named_children():
+            self.add_module(name, child)
+        self.__dict__["_extractor"] = extractor  # not a registered child: no duplicate keys
+        self.channels = list(net.channels)
+        self.strides = net.strides
+
+    def train(self, mode: bool = True) -> TorchvisionBackbone:
+        # The extractor keeps a train and an eval graph (stochastic depth, dropout differ).
+        super().train(mode)
+        self._extractor.train(mode)
+        return self
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return OrderedDict(self._extractor(x))
+
+
+def torchvision_model(name: str, on_meta: bool = False) -> nn.Module:
+    """The randomly initialized torchvision classification network ``name``.
+
+    ``on_meta`` builds it on the meta device (no memory, no init; for counting parameters),
+    except for builders that compute with tensors while constructing (RegNet), built on CPU.
+    """
+    import torch
+    import torchvision
+
+    builder = getattr(torchvision.models, name)
+    if on_meta and not name.startswith("regnet"):
+        with torch.device("meta"):
+            return builder(weights=None)
+    return builder(weights=None)
+
+
+def build_torchvision_backbone(name: str, pretrained: bool = False) -> TorchvisionBackbone:
+    """Backbone ``name`` from the table; ``pretrained`` loads torchvision's ImageNet weights."""
+    net = TORCHVISION_NETS[name]
+    model = torchvision_model(name)
+    if pretrained:
+        import torchvision
+
+        from detseg.weights import load_torchvision_weights
+
+        enum = getattr(torchvision.models, net.weights).DEFAULT
+        model.load_state_dict(load_torchvision_weights(enum))
+    return TorchvisionBackbone(model, net)
+
+
+def torchvision_backbone_params(name: str) -> int:
+    """Parameters of backbone ``name`` (the network without its classifier), no allocation."""
+    net = TORCHVISION_NETS[name]
+    model = torchvision_model(name, on_meta=True)
+    total = sum(p.numel() for p in model.parameters())
+    head = sum(p.numel() for child in net.head for p in getattr(model, child).parameters())
+    return total - head

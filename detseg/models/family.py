@@ -1,0 +1,71 @@
+"""What a model family is: a default backbone, default options, and a builder from a spec.
+
+A family builder takes the backbone module and a ``ModelSpec`` whose ``options`` are complete
+(every default filled in by ``Family.resolve_options``), so a spec stored in a checkpoint
+rebuilds the same network even if a default changes later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from detseg.backbones import Backbone
+from detseg.errors import ModelBuildError
+from detseg.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family registered in ``detseg.models``.
+
+    Attributes:
+        name: registry name (``faster_rcnn``).
+        task: ``detect``, ``instance`` or ``semantic``.
+        default_backbone: backbone used when none is given.
+        input_size: default ``ModelSpec.input_size`` (shorter side for R-CNNs, square side for
+            SSD, training crop for semantic models).
+        defaults: ``(backbone_info, input_size) -> options`` with every option's default.
+        build: ``(backbone, spec) -> nn.Module``.
+        summary: one line for listings.
+    """
+
+    name: str
+    task: str
+    default_backbone: str
+    input_size: int
+    defaults: Callable[[dict[str, Any], int], dict[str, Any]]
+    build: Callable[[Backbone, ModelSpec], nn.Module]
+    summary: str
+
+    def resolve_options(
+        self, backbone_info: dict[str, Any], input_size: int, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``options`` over the defaults; an unknown option is a ``ModelBuildError``."""
+        defaults = self.defaults(backbone_info, input_size)
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise ModelBuildError(
+                f"{self.name} has no option {', '.join(unknown)} "
+                f"(options: {', '.join(sorted(defaults)) or 'none'})"
+            )
+        return {**defaults, **options}
+
+
+def require_strides(backbone_info: dict[str, Any], strides: list[int], family: str) -> None:
+    """Raise ``ModelBuildError`` unless the backbone has feature maps at every stride given."""
+    missing = [s for s in strides if s not in backbone_info["strides"]]
+    if missing:
+        raise ModelBuildError(
+            f"{family} needs feature maps at strides {strides} but backbone "
+            f"{backbone_info['name']!r} has none at {missing} (it has {backbone_info['strides']})"
+        )
+
+
+def is_small(backbone_info: dict[str, Any]) -> bool:
+    """Backbones whose widest map has <= 256 channels (``tiny``) get narrower heads."""
+    return max(backbone_info["channels"]) <= 256
+

@@ -1,0 +1,132 @@
+"""Model families: build over registry backbones, train-mode losses, eval-mode outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detseg.errors import ModelBuildError, RegistryError
+from detseg.models import (
+    build_from_spec,
+    build_model,
+    list_models,
+    load_matching_state_dict,
+    model_info,
+    semantic_logits,
+)
+from detseg.spec import ModelSpec
+
+FAMILIES = ["faster_rcnn", "mask_rcnn", "ssd", "ssdlite", "unet", "segnet"]
+H, W = 72, 64
+
+
+def _images_and_targets() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    images = [torch.rand(3, H, W), torch.rand(3, H, W)]
+    targets = []
+    for box in ([8.0, 10.0, 40.0, 50.0], [20.0, 5.0, 60.0, 30.0]):
+        mask = torch.zeros(1, H, W, dtype=torch.uint8)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        mask[0, y0:y1, x0:x1] = 1
+        targets.append({"boxes": torch.tensor([box]), "labels": torch.tensor([1]),
+                        "masks": mask})
+    return images, targets
+
+
+def check_family(name: str, backbone: str) -> None:
+    """Train mode gives finite losses that backpropagate; eval mode gives the right outputs."""
+    model = build_model(name, backbone=backbone, num_classes=3, input_size=H)
+    assert model.spec.family == name and model.spec.backbone == backbone
+    assert model.spec.num_classes == 3 and model.spec.task == model_info(name)["task"]
+    model.train()
+    if model.spec.task == "semantic":
+        batch = torch.rand(2, 3, H, W)
+        logits = model(batch)
+        assert logits.shape == (2, 3, H, W)
+        loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 3, (2, H, W)))
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            assert semantic_logits(model(batch[:1])).shape == (1, 3, H, W)
+        return
+    images, targets = _images_and_targets()
+    losses = model(images, targets)
+    expected = {"ssd": {"bbox_regression", "classification"},
+                "ssdlite": {"bbox_regression", "classification"},
+                "faster_rcnn": {"loss_box_reg", "loss_classifier", "loss_objectness",
+                                "loss_rpn_box_reg"}}
+    expected["mask_rcnn"] = expected["faster_rcnn"] | {"loss_mask"}
+    assert set(losses) == expected[name]
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        (out,) = model(images[:1])
+    keys = {"boxes", "labels", "scores"} | ({"masks"} if name == "mask_rcnn" else set())
+    assert set(out) == keys
+    n = out["boxes"].shape[0]
+    assert out["boxes"].shape == (n, 4) and out["labels"].shape == (n,)
+    assert out["labels"].dtype == torch.int64 and out["scores"].shape == (n,)
+    if n:
+        assert out["boxes"][:, 2].max() <= W and out["boxes"][:, 3].max() <= H
+        assert int(out["labels"].min()) >= 1 and int(out["labels"].max()) <= 2
+    if name == "mask_rcnn":
+        assert out["masks"].shape == (n, 1, H, W) and out["masks"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_over_tiny(name: str) -> None:
+    check_family(name, "tiny")
+
+
+def test_spec_round_trip_rebuilds_same_outputs() -> None:
+    model = build_model("unet", backbone="tiny", num_classes=4, input_size=64).eval()
+    again = build_from_spec(ModelSpec.from_dict(model.spec.to_dict())).eval()
+    again.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_options_are_stored_and_used() -> None:
+    model = build_model("faster_rcnn", backbone="tiny", num_classes=2, input_size=256)
+    opts = model.spec.options
+    assert opts["anchor_sizes"] == [10, 20, 41, 82, 164]
+    assert opts["fpn_channels"] == 64 and opts["min_size"] == 256 and opts["max_size"] == 427
+    assert model.transform.min_size == (256,)
+    custom = build_model("faster_rcnn", backbone="tiny", num_classes=2, fpn_channels=32,
+                         anchor_sizes=[8, 16, 32, 64, 128])
+    assert custom.backbone.out_channels == 32
+    assert custom.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+
+
+def test_bad_requests_raise_clear_errors() -> None:
+    with pytest.raises(ModelBuildError, match="no option"):
+        build_model("unet", backbone="tiny", num_classes=2, anchor_sizes=[1])
+    with pytest.raises(RegistryError, match="did you mean"):
+        build_model("faster_rcn", backbone="tiny", num_classes=2)
+    with pytest.raises(RegistryError, match="unknown backbone"):
+        build_model("unet", backbone="resnet5", num_classes=2)
+    with pytest.raises(ModelBuildError, match="strides"):
+        build_model("ssd", backbone="tiny", num_classes=2, source_levels=["s8", "s64"])
+
+
+def test_load_matching_state_dict_skips_head() -> None:
+    source = build_model("faster_rcnn", backbone="tiny", num_classes=5)
+    target = build_model("faster_rcnn", backbone="tiny", num_classes=3)
+    skipped = load_matching_state_dict(target, source.state_dict())
+    assert skipped == ["roi_heads.box_predictor.bbox_pred.bias",
+                       "roi_heads.box_predictor.bbox_pred.weight",
+                       "roi_heads.box_predictor.cls_score.bias",
+                       "roi_heads.box_predictor.cls_score.weight"]
+    key = "backbone.body.stages.0.1.0.weight"
+    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
+
+
+def test_list_models_by_task() -> None:
+    assert set(FAMILIES) <= set(list_models())
+    semantic = list_models(task="semantic")
+    assert "unet" in semantic and "deeplabv3_resnet50" in semantic and "ssd" not in semantic
+    assert list_models("fasterrcnn_*") == [
+        "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
+        "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
