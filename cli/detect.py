@@ -68,9 +68,9 @@ def _model_and_weights(command: str, model: str | None,
     if model is None and weights is None:
         return DEFAULT_MODELS[command], "DEFAULT"
     if model is not None and weights is None:
-        from detseg.models import is_preset
+        from detseg.models import model_info
 
-        return model, "DEFAULT" if is_preset(model) else None
+        return model, "DEFAULT" if model_info(model)["kind"] == "preset" else None
     return model, weights
 
 
@@ -122,6 +122,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     images, videos = found.images, found.videos
     ids = dict(zip(images, image_ids(images), strict=True))
     stems = dict(zip(images + videos, output_stems(images + videos), strict=True))
+    save_json = save_json and bool(images)
     json_name = ("predictions.json" if not info.enabled
                  else f"predictions.rank{info.rank}.json") if save_json else None
     plot_options = {"line_width": line_width, "hide_labels": hide_labels, "hide_conf": hide_conf}
@@ -291,17 +292,17 @@ def _command(command: str):
             help="Image files, folders, globs, videos (mp4, avi, mov, mkv, webm), .txt lists."),
         model: str | None = typer.Option(
             None, "--model", "-m",
-            help=f"Model preset or family [default: {DEFAULT_MODELS[command]}, or the model "
-                 f"a --weights checkpoint describes]."),
+            help=f"Model preset or family (default: {DEFAULT_MODELS[command]}, or the model "
+                 f"a --weights checkpoint describes)."),
         weights: str | None = typer.Option(
             None, "--weights", "-w",
             help="DEFAULT, a torchvision enum name, a checkpoint file, a manifest name "
-                 "(shapes-...), an https URL, or none [default: DEFAULT for presets]."),
+                 "(shapes-...), an https URL, or none (default: DEFAULT for presets)."),
         backbone: str | None = typer.Option(None, "--backbone",
                                             help="Backbone of a family model."),
         conf: float | None = typer.Option(
             None, "--conf", min=0.0, max=1.0,
-            help=f"{conf_help.capitalize()} [default: {0.0 if semantic else 0.25}]."),
+            help=f"{conf_help.capitalize()} (default: {0.0 if semantic else 0.25})."),
         classes: list[str] | None = typer.Option(
             None, "--classes", help="Keep only these classes: names or label ids, repeated or "
                                     "comma-separated."),
@@ -310,7 +311,7 @@ def _command(command: str):
         imgsz: int | None = typer.Option(
             None, "--imgsz", min=32,
             help="Inference size in pixels (R-CNN shorter side, SSD square side, semantic "
-                 "longer side) [default: the model's]."),
+                 "longer side) (default: the model's)."),
         batch_size: int = typer.Option(1, "--batch-size", "-b", min=1,
                                        help="Images or frames per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -328,7 +329,7 @@ def _command(command: str):
         save_masks: bool = typer.Option(False, "--save-masks",
                                         help="Write mask PNGs (instance ids or class ids)."),
         line_width: int | None = typer.Option(None, "--line-width", min=1,
-                                              help="Box line width [default: by image size]."),
+                                              help="Box line width (default: by image size)."),
         hide_labels: bool = typer.Option(False, "--hide-labels", help="Draw no class names."),
         hide_conf: bool = typer.Option(False, "--hide-conf", help="Draw no scores."),
         vid_stride: int = typer.Option(1, "--vid-stride", min=1,
