@@ -1,0 +1,172 @@
+"""Training and evaluation pipelines on ``torchvision.transforms.v2``.
+
+Boxes (``BoundingBoxes``) and masks (``Mask``) move with the pixels. Every pipeline ends
+with float images in [0, 1]; normalization belongs to the models (detectors normalize
+inside; semantic training calls ``normalize`` with the spec's mean and std).
+
+Presets (train; evaluation pipelines only convert, plus a resize for semantic ``imgsz``):
+
+- ``none``: nothing but the float conversion.
+- ``light``: horizontal flip, scale jitter (0.75-1.33x), mild colour jitter.
+- ``strong``: photometric distortion, zoom-out (SSD, up to 3x), random IoU crop (SSD)
+  for detection or random crops for semantic, horizontal flip, scale jitter (0.5-2x).
+
+Detection pipelines end with ``SanitizeBoundingBoxes`` (drops boxes smaller than 1 px and
+their labels, crowd flags, areas and masks). Semantic pipelines fill new pixels of the mask
+with 255 (ignore) and, given ``imgsz``, crop or pad training samples to ``imgsz`` x ``imgsz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from detseg.errors import UsageError
+
+PRESETS = ("none", "light", "strong")
+IGNORE_INDEX = 255
+_ZOOM_FILL = (124, 116, 104)  # ImageNet mean in uint8, as SSD pads
+
+
+def _per_box(inputs: Any) -> tuple[torch.Tensor, ...]:
+    """Per-box tensors SanitizeBoundingBoxes must filter along with the boxes."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) and len(inputs) > 1 else inputs
+    return tuple(target[k] for k in ("labels", "iscrowd", "area") if k in target)
+
+
+def _resize(inpt: Any, size: list[int], call_kernel: Any) -> Any:
+    """Resize one input so that masks stay aligned with the exactly scaled boxes.
+
+    Instance masks (``N x H x W``) that shrink keep every output pixel the shape touches
+    (max pooling), so thin parts never vanish and the mask's box stays within a pixel of the
+    scaled box; otherwise masks use centred nearest-neighbour sampling ("nearest-exact";
+    torch's plain "nearest" shifts content by up to one source pixel).
+    """
+    if not isinstance(inpt, tv_tensors.Mask):
+        return call_kernel(F.resize, inpt, size=size, antialias=True)
+    flat = inpt.as_subclass(torch.Tensor)
+    squeeze = flat.ndim == 2
+    batch = flat[None] if squeeze else flat
+    if batch.shape[0] == 0:
+        out = batch.new_zeros((0, *size))
+    elif not squeeze and size[0] <= batch.shape[-2] and size[1] <= batch.shape[-1]:
+        pooled = torch.nn.functional.adaptive_max_pool2d(batch[None].float(), size)[0]
+        out = pooled.to(batch.dtype)
+    else:
+        out = F.resize_image(batch, size=size, interpolation=v2.InterpolationMode.NEAREST_EXACT,
+                             antialias=False)
+    return tv_tensors.wrap(out[0] if squeeze else out, like=inpt)
+
+
+class RandomScale(v2.Transform):
+    """Resize by a random factor in ``scale_range`` (relative to the input size)."""
+
+    def __init__(self, scale_range: tuple[float, float], max_side: int = 4096) -> None:
+        super().__init__()
+        self.scale_range = scale_range
+        self.max_side = max_side
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        lo, hi = self.scale_range
+        factor = lo + (hi - lo) * float(torch.rand(()))
+        factor = min(factor, self.max_side / max(height, width))
+        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return _resize(inpt, params["size"], self._call_kernel)
+
+
+class ResizeTo(v2.Transform):
+    """Resize to a fixed ``(height, width)``; masks as in ``RandomScale``."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = list(size)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return _resize(inpt, self.size, self._call_kernel)
+
+
+class SafeIoUCrop(v2.RandomIoUCrop):
+    """``RandomIoUCrop`` that leaves images without boxes as they are (the stock one would
+    loop until it happens to draw its "keep everything" option)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        boxes = next(i for i in flat_inputs if isinstance(i, tv_tensors.BoundingBoxes))
+        if boxes.shape[0] == 0:
+            return {}
+        return super().make_params(flat_inputs)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params:
+            return inpt
+        return super().transform(inpt, params)
+
+
+def _detection(preset: str, train: bool) -> list[Any]:
+    ops: list[Any] = []
+    if train and preset == "light":
+        ops += [v2.RandomHorizontalFlip(0.5), RandomScale((0.75, 1.33)),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+    elif train and preset == "strong":
+        ops += [v2.RandomPhotometricDistort(p=0.5),
+                v2.RandomZoomOut(fill={tv_tensors.Image: _ZOOM_FILL, "others": 0},
+                                 side_range=(1.0, 3.0), p=0.5),
+                SafeIoUCrop(),
+                v2.RandomHorizontalFlip(0.5),
+                RandomScale((0.5, 2.0))]
+    ops += [v2.ClampBoundingBoxes(), v2.ToDtype(torch.float32, scale=True),
+            v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_per_box)]
+    return ops
+
+
+def _semantic(preset: str, train: bool, imgsz: int | None) -> list[Any]:
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+    ops: list[Any] = []
+    if train and preset == "light":
+        ops += [v2.RandomHorizontalFlip(0.5), RandomScale((0.75, 1.33)),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+    elif train and preset == "strong":
+        ops += [v2.RandomPhotometricDistort(p=0.5),
+                v2.RandomZoomOut(fill=fill, side_range=(1.0, 2.0), p=0.3),
+                v2.RandomHorizontalFlip(0.5),
+                RandomScale((0.5, 2.0))]
+    if imgsz is not None:
+        if train and preset != "none":
+            ops.append(v2.RandomCrop(imgsz, pad_if_needed=True, fill=fill))
+        else:
+            ops.append(ResizeTo((imgsz, imgsz)))
+    ops.append(v2.ToDtype(torch.float32, scale=True))
+    return ops
+
+
+def build_transforms(preset: str = "none", train: bool = True, task: str = "detect",
+                     imgsz: int | None = None) -> v2.Compose:
+    """A ``v2.Compose`` taking and returning ``(image, target)`` (see the module docstring).
+
+    ``task``: ``detect`` / ``instance`` (targets with ``boxes``, ``labels``[, ``masks``]) or
+    ``semantic`` (target ``{"mask": Mask H x W}``). ``imgsz`` only matters for ``semantic``.
+    """
+    if preset not in PRESETS:
+        raise UsageError(f"augmentation preset must be one of {', '.join(PRESETS)}, "
+                         f"got {preset!r}")
+    if task == "semantic":
+        return v2.Compose(_semantic(preset, train, imgsz))
+    if task not in ("detect", "instance"):
+        raise UsageError(f"unknown task {task!r}")
+    return v2.Compose(_detection(preset, train))
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(images - mean) / std`` per channel for a ``N x 3 x H x W`` or ``3 x H x W`` float
+    batch in [0, 1] (the spec's ``mean``/``std``)."""
+    shape = (-1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    return (images - mean_t) / std_t
