@@ -26,6 +26,7 @@ app = typer.Typer(
 
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "dataset",
     "detect",
     "train",
     "weights",
