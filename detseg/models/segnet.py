@@ -153,8 +153,9 @@ class SegNet(nn.Module):
                 if y.shape[-2:] != pool.indices.shape[-2:]:
                     y = F.interpolate(y, size=pool.indices.shape[-2:], mode="bilinear",
                                       align_corners=False)
+                # plain ints: max_unpool2d's size check rejects traced sizes (export)
                 y = F.max_unpool2d(y, pool.indices, pool.kernel_size, pool.stride, pool.padding,
-                                   output_size=pool.input_size)
+                                   output_size=[int(s) for s in pool.input_size])
             else:
                 y = F.interpolate(y, size=stride_size(features, stride, size), mode="bilinear",
                                   align_corners=False)

@@ -37,7 +37,7 @@ def stride_size(features: dict[str, Tensor], stride: int, size: tuple[int, int])
     key = stride_key(stride)
     if key in features:
         return list(features[key].shape[-2:])
-    return [math.ceil(size[0] / stride), math.ceil(size[1] / stride)]
+    return [-(-size[0] // stride), -(-size[1] // stride)]  # ceil; stays symbolic when traced
 
 
 class UNet(nn.Module):
