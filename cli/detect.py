@@ -61,19 +61,6 @@ def _split_classes(values: list[str] | None) -> list[str] | None:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _model_and_weights(command: str, model: str | None,
-                       weights: str | None) -> tuple[str | None, str | None]:
-    """``--model`` defaults to the command's preset unless ``--weights`` brings its own spec;
-    a torchvision preset without ``--weights`` uses its DEFAULT (pretrained) weights."""
-    if model is None and weights is None:
-        return DEFAULT_MODELS[command], "DEFAULT"
-    if model is not None and weights is None:
-        from detseg.models import model_info
-
-        return model, "DEFAULT" if model_info(model)["kind"] == "preset" else None
-    return model, weights
-
-
 def _run(command: str, sources: list[str], *, model: str | None, weights: str | None,
          backbone: str | None, conf: float | None, classes: list[str] | None, max_det: int,
          imgsz: int | None, batch_size: int, device: str, half: bool, out: Path | None,
@@ -88,6 +75,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     from detseg.engine.results import ResultStats
     from detseg.engine.writers import RunWriter, image_ids, output_stems
     from detseg.errors import DetsegError, UsageError
+    from detseg.models import model_info
     from detseg.runs import new_run_dir
 
     info = dist.dist_info_from_env()
@@ -100,7 +88,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
             warn(message)
     if not found.images and not found.videos:
         fail("no readable images or videos among the sources", code=1)
-    model, weights = _model_and_weights(command, model, weights)
+    if model is None and weights is None:
+        model = DEFAULT_MODELS[command]
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
                           imgsz=imgsz, batch_size=batch_size, half=half)
@@ -111,6 +100,9 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
+    if info.is_main and weights is None and model_info(model)["kind"] == "family":
+        warn(f"{model} has no --weights: it is randomly initialized and its predictions are "
+             f"meaningless (pass a checkpoint, or a preset for pretrained weights)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and save_masks and predictor.task == "detect":
@@ -129,7 +121,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     report = _RankReport(stats=ResultStats())
     show = info.is_main and not quiet
     if show:
-        what = f"{len(images)} images" + (f", {len(videos)} videos" if videos else "")
+        what = _plural(len(images), "image") + (f", {_plural(len(videos), 'video')}"
+                                                 if videos else "")
         shard = f" over {info.world_size} processes" if info.enabled else ""
         console.print(f"{command}: {predictor.spec.family} ({predictor.spec.backbone or 'preset'}"
                       f"), {what}{shard}, device {predictor.device}, batch {batch_size} "
@@ -178,6 +171,10 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
             err_console.print(f"{len(failures) + len(total.failures)} input(s) failed; the "
                               f"rest were processed", highlight=False)
         raise typer.Exit(1)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _progress(enabled: bool):

@@ -108,7 +108,9 @@ class Predictor:
         model: a model family or preset name (``faster_rcnn``, ``fasterrcnn_resnet50_fpn_v2``,
             ``deeplabv3_resnet50``, ...), an ``nn.Module`` with a ``spec``, or ``None`` when
             ``weights`` is a detseg checkpoint or manifest entry (its spec rebuilds the model).
-        weights: anything ``detseg.weights.resolve_weights`` accepts, or ``"none"``.
+        weights: anything ``detseg.weights.resolve_weights`` accepts, or ``"none"``. A preset
+            without weights gets its ``DEFAULT`` (pretrained) weights; a family without weights
+            is randomly initialized.
         backbone: backbone name for a family model.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         conf: minimum score of a detection (default 0.25); for semantic models, pixels whose
@@ -170,8 +172,10 @@ class Predictor:
         if model is None and weights is None:
             raise UsageError("give a model name or weights (a detseg checkpoint carries its "
                              "model)")
-        from detseg.models import build_model
+        from detseg.models import build_model, model_info
 
+        if model is not None and weights is None and model_info(model)["kind"] == "preset":
+            weights = "DEFAULT"
         return build_model(model, backbone=backbone, weights=weights)
 
     def _configure_detector(self) -> None:

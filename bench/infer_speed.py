@@ -1,0 +1,201 @@
+"""Time ``detseg detect`` against a plain torchvision loop on the same model, weights and inputs.
+
+Images: ``--images`` shapes images. The baseline reads each with cv2, runs the model on it
+alone, draws boxes and labels with cv2 and writes the JPEG; ``detseg detect`` does the same job
+(plus ``predictions.json``) at batch 1 and at batch ``--batch``. Video: a ``--frames``-frame clip;
+the baseline reads, runs, draws and writes frame by frame, ``detseg detect`` decodes and encodes
+in threads and batches frames. Both sides build the model from the same checkpoint inside the
+timed region. The configurations are run in turn ``--repeats`` times; the best time of each
+is kept (the machine may be shared).
+
+Model: ``--weights`` (e.g. ``shapes-faster_rcnn`` once shipped), else a seeded random tiny
+``faster_rcnn`` at the image size (a low ``--conf`` then still gives boxes to draw).
+
+    python bench/infer_speed.py                 # 64 images, 300 frames, batch 8, CPU
+    python bench/infer_speed.py --device cuda --half
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--size", type=int, default=160, help="image and frame side (pixels)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--weights", default=None, help="a detseg checkpoint or manifest name")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--half", action="store_true", help="fp16 autocast on CUDA (both sides)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    return parser.parse_args()
+
+
+def _make_inputs(root: Path, images: int, frames: int, size: int) -> tuple[Path, Path]:
+    from detseg.data.shapes import generate_shapes
+
+    shapes = generate_shapes(root / "shapes", train=0, val=images, size=size)
+    folder = shapes / "images" / "val"
+    paths = sorted(folder.glob("*.jpg"))
+    video = root / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (size, size))
+    for i in range(frames):
+        writer.write(cv2.imread(str(paths[i % len(paths)])))
+    writer.release()
+    return folder, video
+
+
+def _checkpoint(root: Path, weights: str | None, size: int) -> str:
+    if weights is not None:
+        return weights
+    from detseg.data.shapes import SHAPES_CLASSES
+    from detseg.models import build_from_spec, make_spec
+    from detseg.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    spec = make_spec("faster_rcnn", "tiny", class_names=["__background__", *SHAPES_CLASSES],
+                     input_size=size)
+    return str(save_checkpoint(root / "tiny_faster_rcnn.pt", build_from_spec(spec).state_dict(),
+                               spec))
+
+
+def _baseline_model(weights: str, device: str, conf: float):
+    from detseg.models import build_model
+
+    model = build_model(weights=weights).eval().to(device)
+    model.roi_heads.score_thresh = conf
+    return model
+
+
+def _draw(bgr: np.ndarray, out: dict, names: list[str], conf: float) -> np.ndarray:
+    keep = out["scores"] >= conf
+    for box, label, score in zip(out["boxes"][keep].tolist(), out["labels"][keep].tolist(),
+                                 out["scores"][keep].tolist(), strict=True):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), (0, 255, 0), 2)
+        cv2.putText(bgr, f"{names[label]} {score:.2f}", (x1, max(y1 - 3, 10)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 0), 1, cv2.LINE_AA)
+    return bgr
+
+
+def _forward(model, rgb: np.ndarray, device: str, half: bool) -> dict:
+    x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div(255)
+    with torch.inference_mode(), torch.autocast("cuda", enabled=half):
+        out = model([x])[0]
+    return {k: v.float().cpu() for k, v in out.items()}
+
+
+def baseline_images(folder: Path, out: Path, weights: str, args) -> float:
+    began = time.perf_counter()
+    model = _baseline_model(weights, args.device, args.conf)
+    names = model.spec.names()
+    out.mkdir(parents=True)
+    for path in sorted(folder.glob("*.jpg")):
+        bgr = cv2.imread(str(path))
+        result = _forward(model, np.ascontiguousarray(bgr[..., ::-1]), args.device, args.half)
+        cv2.imwrite(str(out / path.name), _draw(bgr, result, names, args.conf))
+    return time.perf_counter() - began
+
+
+def baseline_video(video: Path, out: Path, weights: str, args) -> float:
+    began = time.perf_counter()
+    model = _baseline_model(weights, args.device, args.conf)
+    names = model.spec.names()
+    out.mkdir(parents=True)
+    cap = cv2.VideoCapture(str(video))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                             cap.get(cv2.CAP_PROP_FPS), size)
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        result = _forward(model, np.ascontiguousarray(bgr[..., ::-1]), args.device, args.half)
+        writer.write(_draw(bgr, result, names, args.conf))
+    writer.release()
+    cap.release()
+    return time.perf_counter() - began
+
+
+def detseg_detect(source: Path, out: Path, weights: str, batch: int, args) -> float:
+    from detseg.cli.main import main
+
+    argv = ["detseg", "detect", str(source), "--weights", weights, "--device", args.device,
+            "--conf", str(args.conf), "-b", str(batch), "--out", str(out), "--quiet"]
+    if args.half:
+        argv.append("--half")
+    saved, sys.argv = sys.argv, argv
+    began = time.perf_counter()
+    try:
+        main()
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise RuntimeError(f"detseg detect exited with {done.code}") from None
+    finally:
+        sys.argv = saved
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    args = _args()
+    with tempfile.TemporaryDirectory(prefix="detseg-bench-") as tmp:
+        root = Path(tmp)
+        folder, video = _make_inputs(root, args.images, args.frames, args.size)
+        weights = _checkpoint(root, args.weights, args.size)
+        jobs = {
+            "images: torchvision loop": lambda o: baseline_images(folder, o, weights, args),
+            "images: detseg -b 1": lambda o: detseg_detect(folder, o, weights, 1, args),
+            f"images: detseg -b {args.batch}":
+                lambda o: detseg_detect(folder, o, weights, args.batch, args),
+        }
+        if not args.skip_video:
+            jobs.update({
+                "video: naive loop": lambda o: baseline_video(video, o, weights, args),
+                "video: detseg -b 1": lambda o: detseg_detect(video, o, weights, 1, args),
+                f"video: detseg -b {args.batch}":
+                    lambda o: detseg_detect(video, o, weights, args.batch, args),
+            })
+        best: dict[str, float] = {}
+        run = 0
+        for _ in range(args.repeats):
+            for name, job in jobs.items():
+                run += 1
+                seconds = job(root / f"out{run}")
+                best[name] = min(seconds, best.get(name, float("inf")))
+                print(f"  {name:<28} {seconds:7.2f} s", flush=True)
+    device = args.device + (" fp16" if args.half else "")
+    print(f"\nbest of {args.repeats} ({device}, torch threads {torch.get_num_threads()}, "
+          f"{args.images} images / {args.frames} frames at {args.size}px, weights "
+          f"{args.weights or 'random tiny faster_rcnn'}):")
+    rows = []
+    for kind, count, base in (("images", args.images, "images: torchvision loop"),
+                              ("video", args.frames, "video: naive loop")):
+        if base not in best:
+            continue
+        for name in [n for n in best if n.startswith(kind)]:
+            ratio = best[name] / best[base]
+            rows.append({"run": name, "seconds": round(best[name], 3),
+                         "per_item_ms": round(best[name] / count * 1e3, 2),
+                         "vs_baseline": round(ratio, 3)})
+            print(f"  {name:<28} {best[name]:7.2f} s  {best[name] / count * 1e3:7.1f} ms/item  "
+                  f"x{ratio:.3f} of baseline")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
