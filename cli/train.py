@@ -122,6 +122,9 @@ def register(app: typer.Typer) -> None:
                                          "all cores)."),
         eval_max_images: int = typer.Option(None, "--eval-max-images",
                                             help="Evaluate on at most N validation images."),
+        roi_samples: int = typer.Option(None, "--roi-samples",
+                                        help="R-CNN proposals sampled per image in training "
+                                             "(default 512; fewer is faster)."),
         resume: Path = typer.Option(None, "--resume",
                                     help="Continue the run of this last.pt (with a larger "
                                          "--epochs: extend a finished run)."),
@@ -172,6 +175,7 @@ def register(app: typer.Typer) -> None:
                 workers=workers, weights=weights, pretrained_backbone=pretrained_backbone,
                 freeze=freeze, backbone_lr_scale=backbone_lr_scale, accumulate=accumulate,
                 patience=patience, amp=amp, device=device, eval_max_images=eval_max_images,
+                roi_samples=roi_samples,
                 model_options=_parse_options(option or []),
             )
             trainer = Trainer(config, _out_dir(out, name), callbacks)

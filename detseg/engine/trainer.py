@@ -62,7 +62,9 @@ class TrainConfig:
     ``lr`` and ``weight_decay`` default per optimizer (SGD 0.01 / 1e-4, AdamW 0.001 / 0.05);
     ``backbone_lr_scale`` defaults to 0.1 when starting from pretrained weights, else 1.0.
     ``warmup_epochs`` may be fractional. ``max_bad_fraction`` is the share of samples of one
-    epoch allowed to fail loading before the run stops.
+    epoch allowed to fail loading before the run stops. ``roi_samples`` sets how many proposals
+    per image the R-CNN box head samples while training (torchvision's 512); fewer is cheaper,
+    and inference is unchanged.
     """
 
     model: str | None
@@ -95,6 +97,7 @@ class TrainConfig:
     val_split: str = "val"
     max_bad_fraction: float = 0.1
     eval_max_images: int | None = None
+    roi_samples: int | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,17 +324,19 @@ class Trainer:
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
         if cfg.model is None:
-            model = build_model(None, weights=cfg.weights)
-            if model.spec.num_classes != len(self.class_names):
-                raise UsageError(
-                    f"--weights {cfg.weights} has {model.spec.num_classes} classes and the "
-                    f"dataset {len(self.class_names)}; give --model to replace the heads"
-                )
+            model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
+            self._message(f"started from {cfg.weights} ({model.spec.family}, "
+                          f"{model.spec.backbone})")
         else:
             model = build_model(cfg.model, backbone=cfg.backbone,
                                 num_classes=len(self.class_names), **options)
             if cfg.weights:
                 self._load_transfer_weights(model, cfg.weights)
+        if cfg.roi_samples:
+            sampler = getattr(getattr(model, "roi_heads", None), "fg_bg_sampler", None)
+            if sampler is None:
+                raise UsageError("--roi-samples only applies to Faster/Mask R-CNN models")
+            sampler.batch_size_per_image = cfg.roi_samples
         model.spec = spec_for_dataset(model.spec, self.class_names, self.category_ids, cfg.imgsz)
         self.spec: ModelSpec = model.spec
         self.frozen_guard: _FrozenBatchNormGuard | None = None
@@ -352,8 +357,12 @@ class Trainer:
         from detseg.weights import resolve_weights
 
         loaded = resolve_weights(weights, preset=self.config.model)
-        report = load_matching_state_dict(model, loaded.state_dict)
-        self._message(f"loaded {loaded.source}: {report.summary()}")
+        skipped = load_matching_state_dict(model, loaded.state_dict)
+        if skipped:
+            self._message(f"loaded {loaded.source}; replaced {len(skipped)} tensors whose shape "
+                          f"differs (class-count heads): {', '.join(skipped)}")
+        else:
+            self._message(f"loaded {loaded.source}")
 
     def _build_optimization(self) -> None:
         cfg = self.config
@@ -454,22 +463,29 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
     def _to_device_detection(self, batch: Batch) -> tuple[list[torch.Tensor], list[dict]]:
+        """Images and targets on the device; crowd regions and degenerate boxes dropped."""
+        from detseg.data.base import drop_crowd
+
         keys = ("boxes", "labels", "masks") if self.task == "instance" else ("boxes", "labels")
         images = [_float_image(im).to(self.device, non_blocking=True) for im in batch.images]
         targets = []
         for t in batch.targets:
-            tgt = {k: _plain(t[k]).to(self.device, non_blocking=True) for k in keys if k in t}
+            t = drop_crowd(t)
+            tgt = {k: _plain(t[k]) for k in keys if k in t}
             tgt["boxes"] = tgt["boxes"].float().reshape(-1, 4)
+            wh = tgt["boxes"][:, 2:] - tgt["boxes"][:, :2]
+            keep = (wh > 0.5).all(dim=1)
+            tgt = {k: v[keep] for k, v in tgt.items()}
             tgt["labels"] = tgt["labels"].long()
             if "masks" in tgt:
                 tgt["masks"] = tgt["masks"].to(torch.uint8)
-            targets.append(tgt)
+            targets.append({k: v.to(self.device, non_blocking=True) for k, v in tgt.items()})
         return images, targets
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.spec.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        from detseg.data.transforms import normalize
+
+        return normalize(x, self.spec.mean, self.spec.std)
 
     def _forward_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The loss dict of one batch (model in train mode)."""
