@@ -223,7 +223,7 @@ class RecordDataset(Dataset):
             return mask.astype(np.int64)
         mask = np.zeros((height, width), dtype=np.int64)
         masks = self.instance_masks(record, height, width)
-        order = sorted(range(len(record.instances)), key=lambda k: -masks[k].sum())
+        order = sorted(range(len(record.instances)), key=lambda k: -int(masks[k].sum()))
         for k in order:
             inst = record.instances[k]
             mask[masks[k] > 0] = IGNORE_INDEX if inst.iscrowd else inst.label

@@ -8,6 +8,7 @@ rasterizing its output with pycocotools gives back the same pixels.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import cv2
@@ -171,7 +172,10 @@ def segmentation_to_rle(segm: Any, height: int, width: int) -> dict[str, Any]:
 
 def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
     """Any COCO segmentation -> binary ``uint8`` ``H x W`` mask."""
-    mask = mask_utils.decode(segmentation_to_rle(segm, height, width))
+    rle = segmentation_to_rle(segm, height, width)
+    with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 copy= deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = mask_utils.decode(rle)
     if mask.shape != (height, width):
         raise ValueError(f"segmentation is {mask.shape[1]}x{mask.shape[0]}, "
                          f"image is {width}x{height}")
