@@ -198,3 +198,107 @@ def test_mask_folder_semantic_and_instance_ids(tmp_path) -> None:
     np.testing.assert_array_equal(target["masks"][1].numpy(), ids == 2)
     gt = ds.to_coco()
     assert len(gt["annotations"]) == 2 and "segmentation" in gt["annotations"][0]
+
+
+def _palette_png(path, values: np.ndarray) -> None:
+    img = Image.fromarray(values.astype(np.uint8), "P")
+    pal = [0, 0, 0] * 256
+    pal[3:6] = [128, 0, 0]
+    pal[255 * 3: 255 * 3 + 3] = [224, 224, 192]
+    img.putpalette(pal)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def _voc_xml(objects, filename="a.jpg") -> str:
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
+        f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, d, b in objects)
+    return (f"<annotation><filename>{filename}</filename><size><width>{W}</width>"
+            f"<height>{H}</height><depth>3</depth></size>{objs}</annotation>")
+
+
+@pytest.fixture()
+def voc_tree(tmp_path):
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    for stem in ("a", "b"):
+        _write_rgb(base / "JPEGImages" / f"{stem}.jpg")
+    (base / "Annotations").mkdir(parents=True)
+    (base / "Annotations" / "a.xml").write_text(_voc_xml(
+        [("dog", 0, (3, 4, 12, 20)), ("person", 1, (20, 5, 40, 30))]))
+    (base / "Annotations" / "b.xml").write_text(_voc_xml([], "b.jpg"))  # no objects
+    for kind in ("Main", "Segmentation"):
+        (base / "ImageSets" / kind).mkdir(parents=True)
+        (base / "ImageSets" / kind / "val.txt").write_text("a\nb\n")
+    cls = np.zeros((H, W), np.uint8)
+    obj = np.zeros((H, W), np.uint8)
+    cls[3:20, 2:12] = 12  # dog
+    obj[3:20, 2:12] = 1
+    cls[4:30, 19:40] = 15  # person
+    obj[4:30, 19:40] = 2
+    cls[2, :] = 255  # void border
+    obj[2, :] = 255
+    _palette_png(base / "SegmentationClass" / "a.png", cls)
+    _palette_png(base / "SegmentationObject" / "a.png", obj)
+    _palette_png(base / "SegmentationClass" / "b.png", np.zeros((H, W)))
+    _palette_png(base / "SegmentationObject" / "b.png", np.zeros((H, W)))
+    return tmp_path / "VOCdevkit"
+
+
+def test_voc_detect_with_difficult_and_empty_image(voc_tree) -> None:
+    ds = build_dataset("voc", voc_tree, split="val", task="detect")
+    assert len(ds.class_names) == 21 and ds.class_names[12] == "dog"
+    _, target = ds[0]
+    assert target["boxes"].tolist() == [[2, 3, 12, 20], [19, 4, 40, 30]]
+    assert target["labels"].tolist() == [12, 15]
+    assert target["iscrowd"].tolist() == [0, 1]  # difficult -> ignore region
+    _, empty = ds[1]
+    assert empty["boxes"].shape == (0, 4)
+    gt = ds.to_coco()
+    assert [a["iscrowd"] for a in gt["annotations"]] == [0, 1]
+
+
+def test_voc_semantic_and_instances(voc_tree) -> None:
+    sem = build_dataset("voc", voc_tree, split="val", task="semantic")
+    _, target = sem[0]
+    mask = target["mask"].numpy()
+    assert mask[2, 0] == 255 and mask[10, 5] == 12 and mask[10, 30] == 15 and mask[35, 45] == 0
+    inst = build_dataset("voc", voc_tree, split="val", task="instance")
+    _, target = inst[0]
+    assert target["labels"].tolist() == [12, 15]
+    assert target["iscrowd"].tolist() == [0, 1]
+    assert target["boxes"].tolist() == [[2, 3, 12, 20], [19, 4, 40, 30]]
+    masks = target["masks"].numpy()
+    assert masks[0].sum() == 17 * 10 and masks[:, 2, :].sum() == 0  # border is in no instance
+    assert len(inst[1][1]["labels"]) == 0
+
+
+@pytest.fixture()
+def yolo_tree(tmp_path):
+    for stem in ("a", "b", "c"):
+        _write_rgb(tmp_path / "images" / "val" / f"{stem}.png")
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val" / "a.txt").write_text(
+        "1 0.5 0.5 0.2 0.25\n"  # box: cx cy w h
+        "0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n"  # polygon: a rectangle 5..15 x 4..16
+        "7 0.5 0.5 0.1 0.1\n")  # class out of range: skipped with a warning
+    (tmp_path / "labels" / "val" / "b.txt").write_text("")  # empty image; c.png has no file
+    (tmp_path / "data.yaml").write_text("val: images/val\nnames:\n  0: cat\n  1: dog\n")
+    return tmp_path
+
+
+def test_yolo_boxes_polygons_and_empty_images(yolo_tree) -> None:
+    ds = build_dataset("yolo", yolo_tree, split="val", task="instance")
+    assert ds.class_names == ["__background__", "cat", "dog"]
+    assert len(ds) == 3
+    assert len(ds.warnings) == 1 and "class 7" in ds.warnings[0]
+    _, target = ds[0]
+    np.testing.assert_allclose(target["boxes"].numpy(), [[20, 15, 30, 25], [5, 4, 15, 16]],
+                               atol=1e-4)
+    assert target["labels"].tolist() == [2, 1]
+    np.testing.assert_array_equal(target["masks"][1].numpy(), _rect(5, 4, 15, 16))
+    np.testing.assert_array_equal(target["masks"][0].numpy(), _rect(20, 15, 30, 25))
+    assert len(ds[1][1]["boxes"]) == 0 and len(ds[2][1]["boxes"]) == 0
+    with pytest.raises(DatasetError, match="train"):
+        build_dataset("yolo", yolo_tree, split="train")
