@@ -1,0 +1,208 @@
+"""Time detseg's COCO evaluator against pycocotools and faster-coco-eval, in one run.
+
+    python bench/eval_speed.py            # 5000 images, 80 classes, ~7 GT + 100 dets per image
+    python bench/eval_speed.py --quick    # 500 images
+
+A COCO-scale synthetic set is generated (polygon ground truth with ~1% crowd regions, detections
+jittered from the ground truth plus background boxes, masks as compressed RLE), written as JSON,
+and each evaluator runs in its own subprocess from the same files. The JSON files are parsed
+first (the parse time is printed once; it is the same for every tool) and then loadRes +
+evaluate + accumulate + summarize are timed from the parsed lists (detseg: evaluator
+construction, which rasterizes the ground-truth polygons, + evaluate). The peak
+resident memory of each subprocess (``ru_maxrss``) and the largest |difference| of the 12
+summary numbers against pycocotools are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = ("detseg", "pycocotools", "faster-coco-eval")
+
+
+def _ellipse_polygon(rng: np.random.Generator, boxes: np.ndarray, n_vertices: int = 12
+                     ) -> np.ndarray:
+    """``[N, 2 * n_vertices]`` jittered ellipses inscribed in xywh ``boxes``."""
+    ang = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
+    rad = rng.uniform(0.8, 1.0, (len(boxes), n_vertices))
+    cx = boxes[:, 0:1] + boxes[:, 2:3] / 2
+    cy = boxes[:, 1:2] + boxes[:, 3:4] / 2
+    xs = cx + boxes[:, 2:3] / 2 * rad * np.cos(ang)
+    ys = cy + boxes[:, 3:4] / 2 * rad * np.sin(ang)
+    return np.round(np.stack([xs, ys], axis=2).reshape(len(boxes), 2 * n_vertices), 2)
+
+
+def generate(n_images: int, out: Path, seed: int = 0) -> tuple[Path, Path, Path]:
+    """Write ``gt.json``, ``bbox.json`` and ``segm.json`` under ``out``."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    cat_ids = np.sort(rng.choice(np.arange(1, 91), 80, replace=False))
+    images, anns, bbox_res, segm_res = [], [], [], []
+    ann_id = 1
+    for img_id in range(1, n_images + 1):
+        h, w = int(rng.integers(320, 641)), int(rng.integers(320, 641))
+        images.append({"id": img_id, "height": h, "width": w, "file_name": f"{img_id:012d}.jpg"})
+        img_cats = rng.choice(cat_ids, int(rng.integers(1, 5)), replace=False)
+        n_gt = int(rng.poisson(7))
+        side = np.exp(rng.uniform(np.log(6), np.log(min(h, w) * 0.9), (n_gt, 2)))
+        xy = rng.uniform(0, 1, (n_gt, 2)) * (np.array([w, h]) - side)
+        gt_boxes = np.round(np.concatenate([xy, side], 1), 2)
+        gt_cats = rng.choice(img_cats, n_gt)
+        polys = _ellipse_polygon(rng, gt_boxes).tolist()
+        rles = mask_utils.frPyObjects(polys, h, w) if n_gt else []
+        areas = mask_utils.area(rles) if n_gt else []
+        crowd = rng.random(n_gt) < 0.01
+        for j in range(n_gt):
+            if crowd[j]:
+                m = mask_utils.decode(rles[j]).flatten(order="F")
+                bounds = np.r_[0, np.flatnonzero(np.diff(m)) + 1, len(m)]
+                counts = ([0] if m[0] else []) + np.diff(bounds).tolist()
+                seg = {"size": [h, w], "counts": counts}
+            else:
+                seg = [polys[j]]
+            anns.append({"id": ann_id, "image_id": img_id, "category_id": int(gt_cats[j]),
+                         "bbox": gt_boxes[j].tolist(), "area": float(areas[j]),
+                         "iscrowd": int(crowd[j]), "segmentation": seg})
+            ann_id += 1
+        # ~5 detections around each object, the rest background boxes; 100 per image.
+        n_near = min(100, 5 * n_gt)
+        src = rng.integers(0, max(n_gt, 1), n_near)
+        near = gt_boxes[src] if n_gt else np.zeros((0, 4))
+        noise = rng.normal(0, 0.12, (n_near, 4)) * np.concatenate([near[:, 2:], near[:, 2:]], 1)
+        near = near + noise
+        near[:, 2:] = np.maximum(near[:, 2:], 1.0)
+        near_cats = np.where(rng.random(n_near) < 0.85, gt_cats[src] if n_gt else 0,
+                             rng.choice(img_cats, n_near))
+        n_bg = 100 - n_near
+        side = np.exp(rng.uniform(np.log(4), np.log(min(h, w) * 0.8), (n_bg, 2)))
+        bg = np.concatenate([rng.uniform(0, 1, (n_bg, 2)) * (np.array([w, h]) - side), side], 1)
+        bg_cats = np.where(rng.random(n_bg) < 0.5, rng.choice(img_cats, n_bg),
+                           rng.choice(cat_ids, n_bg))
+        boxes = np.round(np.concatenate([near, bg]), 2)
+        boxes[:, 0] = np.clip(boxes[:, 0], 0, w - 1)
+        boxes[:, 1] = np.clip(boxes[:, 1], 0, h - 1)
+        cats = np.concatenate([near_cats, bg_cats]).astype(int)
+        scores = np.round(np.concatenate([rng.beta(4, 2, n_near), rng.beta(1.2, 4, n_bg)]), 3)
+        det_rles = mask_utils.frPyObjects(_ellipse_polygon(rng, boxes).tolist(), h, w)
+        for j in range(100):
+            common = {"image_id": img_id, "category_id": int(cats[j]), "score": float(scores[j])}
+            bbox_res.append({**common, "bbox": boxes[j].tolist()})
+            rle = det_rles[j]
+            segm_res.append({**common, "segmentation": {"size": rle["size"],
+                                                        "counts": rle["counts"].decode()}})
+    gt = {"images": images, "annotations": anns,
+          "categories": [{"id": int(c), "name": f"class{int(c)}"} for c in cat_ids]}
+    paths = (out / "gt.json", out / "bbox.json", out / "segm.json")
+    for path, data in zip(paths, (gt, bbox_res, segm_res), strict=True):
+        path.write_text(json.dumps(data))
+    return paths
+
+
+def _worker(tool: str, iou_type: str, gt_path: str, res_path: str) -> dict:
+    """Run one evaluator in this process; returns seconds, stats and peak RSS."""
+    with open(gt_path) as f:
+        gt = json.load(f)
+    t0 = time.perf_counter()
+    with open(res_path) as f:
+        results = json.load(f)
+    parse_s = time.perf_counter() - t0
+    sink = io.StringIO()
+    if tool == "detseg":
+        from detseg.eval.coco_map import STAT_KEYS, COCOEvaluator
+
+        t0 = time.perf_counter()
+        metrics = COCOEvaluator(gt, iou_type).evaluate(results)
+        seconds = time.perf_counter() - t0
+        stats = [metrics.stats[k] for k in STAT_KEYS]
+    else:
+        if tool == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval as Eval
+        else:
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster as Eval
+        with contextlib.redirect_stdout(sink):
+            coco = COCO()
+            coco.dataset = gt
+            coco.createIndex()
+            t0 = time.perf_counter()
+            dt = coco.loadRes(results)
+            ev = Eval(coco, dt, iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            seconds = time.perf_counter() - t0
+        stats = [float(v) for v in ev.stats[:12]]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "parse_s": parse_s, "stats": stats, "peak_mb": peak_mb}
+
+
+def _run_worker(tool: str, iou_type: str, gt: Path, res: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", tool, iou_type, str(gt), str(res)]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tool} {iou_type} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="500 images instead of 5000")
+    parser.add_argument("--images", type=int, default=None, help="number of images")
+    parser.add_argument("--iou-types", default="bbox,segm")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(*args.worker)))
+        return
+    n_images = args.images or (500 if args.quick else 5000)
+    tools = args.tools.split(",")
+    with tempfile.TemporaryDirectory(prefix="detseg-eval-bench-") as tmp:
+        t0 = time.perf_counter()
+        gt, bbox_res, segm_res = generate(n_images, Path(tmp))
+        n_gt = len(json.loads(gt.read_text())["annotations"])
+        print(f"generated {n_images} images, {n_gt} ground truth, {100 * n_images} detections "
+              f"per type in {time.perf_counter() - t0:.1f}s")
+        for iou_type in args.iou_types.split(","):
+            res = bbox_res if iou_type == "bbox" else segm_res
+            runs = {tool: _run_worker(tool, iou_type, gt, res) for tool in tools}
+            ref = runs.get("pycocotools")
+            parse = np.mean([r["parse_s"] for r in runs.values()])
+            print(f"\n[{iou_type}] {n_images} images; parsing the results JSON took {parse:.2f}s "
+                  f"(not in the times below, the same for every tool)")
+            print(f"{'tool':<18}{'seconds':>9}{'peak MB':>9}{'AP':>8}  speed-up vs "
+                  f"pycocotools / faster-coco-eval (with JSON parsing)  max|diff| vs pycocotools")
+            for tool, r in runs.items():
+                ratios = []
+                for other in ("pycocotools", "faster-coco-eval"):
+                    if other in runs and other != tool:
+                        o = runs[other]
+                        ratios.append(f"{o['seconds'] / r['seconds']:.1f}x "
+                                      f"({(o['seconds'] + parse) / (r['seconds'] + parse):.1f}x)")
+                    else:
+                        ratios.append("-")
+                diff = (max(abs(a - b) for a, b in zip(r["stats"], ref["stats"], strict=True))
+                        if ref and tool != "pycocotools" else float("nan"))
+                print(f"{tool:<18}{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}{r['stats'][0]:>8.4f}  "
+                      f"{' / '.join(ratios):<50}{diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
