@@ -30,6 +30,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "detect",
     "train",
     "weights",
+    "export",
+    "benchmark",
+    "summary",
+    "explain",
 )
 
 

@@ -77,7 +77,7 @@ class SemanticDictExport(SemanticExport):
 
 @dataclass
 class ExportResult:
-    """What ``export_model`` wrote and how; ``check`` is filled by ``check_export``."""
+    """What ``export_model`` wrote and how; ``input_shape`` names free axes ``N``/``H``/``W``."""
 
     path: Path
     format: str
@@ -86,7 +86,9 @@ class ExportResult:
     method: str
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
-    check: CheckResult | None = None
+    dynamic_batch: bool = False
+    dynamic_size: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -134,14 +136,24 @@ def sample_images(model: nn.Module, imgsz: int, batch_size: int = 1,
     return images.to(param.device, param.dtype)
 
 
+def other_size(imgsz: int) -> tuple[int, int]:
+    """A second, non-square ``(height, width)`` to try a dynamic graph at; multiples of 32 stay
+    multiples of 32."""
+    return imgsz + 32, (imgsz - 32 if imgsz > 64 else imgsz + 64)
+
+
 def export_model(model: nn.Module, fmt: str, out: str | Path, imgsz: int = 320,
                  dynamic: bool = False, half: bool = False,
                  opset: int = ONNX_OPSET) -> ExportResult:
     """Export ``model`` (with ``.spec``) to ``out`` in format ``fmt`` (``onnx``/``torchscript``).
 
-    ``imgsz`` is the side of the sample image the graph is traced with; ``dynamic`` frees the
-    input size (and the batch for semantic models); ``half`` exports fp16 weights and input.
-    Raises ``ExportError`` with the reason when the model cannot be exported in that format.
+    ``imgsz`` is the side of the sample image the graph is traced with. ``dynamic`` (ONNX) frees
+    the input size, and the batch of semantic models. TorchScript is scripted where the model
+    scripts, else traced; a traced graph serves whatever sizes it can. Either way the file is
+    tried at a second size, and where the graph turns out to fix the size (SegNet's unpooling
+    sizes are constants in a trace) the result says so in ``notes`` and in the metadata
+    (ONNX is then exported with only the batch dynamic). ``half`` exports fp16 weights and
+    input. Raises ``ExportError`` with the reason when the model cannot be exported.
     """
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of "
@@ -157,22 +169,64 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, imgsz: int = 320,
     wrapper, names = build_export_module(model, imgsz)
     detection = model_task(model) in DETECTION_TASKS
     sample = sample_images(model, imgsz)
-    metadata = export_metadata(model, names, imgsz, dynamic, half, fmt)
     start = time.perf_counter()
+    notes: list[str] = []
     if fmt == "onnx":
-        _export_onnx(wrapper, sample, out, names, dynamic, detection, opset, metadata)
+        _trace_onnx(wrapper, sample, out, names, dynamic, dynamic and not detection, opset)
         method = f"onnx opset {opset}"
+        dynamic_size = dynamic
+        if dynamic and not detection and not _serves(ExportedModel(out, quiet=True), model, 1,
+                                                     other_size(imgsz)):
+            _trace_onnx(wrapper, sample, out, names, False, True, opset)
+            dynamic_size = False
+        dynamic_batch = dynamic and not detection
     else:
-        method = _export_torchscript(wrapper, sample, out, metadata)
-    input_shape: list[int | str] = list(sample.shape)
-    if dynamic:
-        input_shape = [1 if detection else "N", 3, "H", "W"]
+        compiled, method = _compile_torchscript(wrapper, sample)
+        dynamic_size = _serves(compiled, model, 1, other_size(imgsz))
+        dynamic_batch = not detection and _serves(compiled, model, 2, (imgsz, imgsz))
+    if dynamic and not dynamic_size:
+        notes.append(f"the {_family(model)} graph fixes the image size (a trace keeps some "
+                     f"sizes as constants), so it takes only {imgsz}x{imgsz} images"
+                     + ("; the batch stays dynamic" if dynamic_batch else ""))
+    metadata = export_metadata(model, names, imgsz, dynamic_batch, dynamic_size, half, fmt)
+    if fmt == "onnx":
+        _write_onnx_metadata(out, metadata)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            torch.jit.save(compiled, str(out),
+                           _extra_files={TORCHSCRIPT_EXTRA: json.dumps(metadata)})
+    input_shape: list[int | str] = [
+        "N" if dynamic_batch else len(sample), 3,
+        "H" if dynamic_size else imgsz, "W" if dynamic_size else imgsz]
     return ExportResult(path=out, format=fmt, input_shape=input_shape, output_names=names,
-                        method=method, seconds=time.perf_counter() - start, metadata=metadata)
+                        method=method, seconds=time.perf_counter() - start, metadata=metadata,
+                        dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, notes=notes)
 
 
-def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynamic: bool,
-                    half: bool, fmt: str) -> dict[str, str]:
+def _family(model: nn.Module) -> str:
+    spec = getattr(model, "spec", None)
+    return spec.family if spec is not None else type(model).__name__
+
+
+def _serves(run: Any, model: nn.Module, batch: int, size: tuple[int, int]) -> bool:
+    """Whether an exported graph runs on ``batch`` images of ``size`` (semantic: with logits of
+    that batch and size). ``run`` is an ``ExportedModel`` or a TorchScript module."""
+    images = sample_images(model, size[0], batch, size)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            outputs = run(images.cpu().numpy() if isinstance(run, ExportedModel) else images)
+    except Exception:  # a graph with baked-in sizes fails in many runtime-specific ways
+        return False
+    if model_task(model) in DETECTION_TASKS:
+        return True
+    logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    return tuple(logits.shape) == (batch, logits.shape[1], *size)
+
+
+def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynamic_batch: bool,
+                    dynamic_size: bool, half: bool, fmt: str) -> dict[str, str]:
     """String key/values stored in the exported file (the spec as JSON under ``detseg``)."""
     task = model_task(model)
     detection = task in DETECTION_TASKS
@@ -184,7 +238,8 @@ def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynam
         "input": "images: float RGB in [0, 1], N x 3 x H x W" + (" (N = 1)" if detection else ""),
         "outputs": output_names,
         "imgsz": imgsz,
-        "dynamic": dynamic,
+        "dynamic_batch": dynamic_batch,
+        "dynamic_size": dynamic_size,
         "half": half,
         "detseg_version": __version__,
     }
@@ -196,25 +251,65 @@ def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynam
     }
 
 
-def _export_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str],
-                 dynamic: bool, detection: bool, opset: int, metadata: dict[str, str]) -> None:
-    import onnx
+def _max_unpool2d_symbolic(g: Any, values: Any, indices: Any, output_size: list[int]) -> Any:
+    """ONNX for ``aten::max_unpool2d`` (the exporter has none): scatter each value to its
+    per-plane index, ``out[n, c].flat[indices[n, c, i]] = values[n, c].flat[i]``.
 
-    axes: dict[str, dict[int, str]] | None = None
-    if dynamic:
-        axes = {"images": {2: "height", 3: "width"} if detection
-                else {0: "batch", 2: "height", 3: "width"}}
+    ONNX ``MaxUnpool`` expects whole-tensor indices and a kernel the aten op does not carry, so
+    this uses ``ScatterElements`` over flattened planes instead. ``output_size`` is static.
+    """
+    from torch.onnx._internal.torchscript_exporter import _type_utils
+
+    dtype = _type_utils.JitScalarType.from_value(values).dtype()
+    first_two = g.op("Slice", g.op("Shape", values), g.op("Constant", value_t=torch.tensor([0])),
+                     g.op("Constant", value_t=torch.tensor([2])))
+    rows = g.op("Concat", first_two, g.op("Constant", value_t=torch.tensor([-1])), axis_i=0)
+    planes = g.op("Concat", first_two,
+                  g.op("Constant", value_t=torch.tensor([output_size[0] * output_size[1]])),
+                  axis_i=0)
+    zeros = g.op("ConstantOfShape", planes, value_t=torch.zeros(1, dtype=dtype))
+    scattered = g.op("ScatterElements", zeros, g.op("Reshape", indices, rows),
+                     g.op("Reshape", values, rows), axis_i=2)
+    shape = g.op("Concat", first_two, g.op("Constant", value_t=torch.tensor(output_size)),
+                 axis_i=0)
+    return g.op("Reshape", scattered, shape)
+
+
+def _register_onnx_symbolics(opset: int) -> None:
+    from torch.onnx import symbolic_helper
+
+    torch.onnx.register_custom_op_symbolic(
+        "aten::max_unpool2d", symbolic_helper.parse_args("v", "v", "is")(_max_unpool2d_symbolic),
+        opset)
+
+
+def _trace_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str],
+                dynamic_size: bool, dynamic_batch: bool, opset: int) -> None:
+    _register_onnx_symbolics(opset)
+    axes: dict[str, dict[int, str]] = {}
+    if dynamic_size or dynamic_batch:
+        image_axes = {2: "height", 3: "width"} if dynamic_size else {}
+        output_axes = dict(image_axes)
+        if dynamic_batch:
+            image_axes[0] = output_axes[0] = "batch"
+        axes["images"] = image_axes
         for name in names:
-            axes[name] = {0: "detections"} if detection else {0: "batch", 2: "height", 3: "width"}
+            axes[name] = output_axes if name == "logits" else {0: "detections"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (sample,), str(out), opset_version=opset, dynamo=False,
-                              input_names=["images"], output_names=names, dynamic_axes=axes)
+                              input_names=["images"], output_names=names,
+                              dynamic_axes=axes or None)
     except Exception as err:
         raise ExportError(f"cannot export to ONNX: {_reason(err)}") from err
     finally:
         wrapper.eval()  # the exporter restores the pre-export mode recursively
+
+
+def _write_onnx_metadata(out: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
     proto = onnx.load(str(out))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -223,27 +318,22 @@ def _export_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str]
     onnx.save(proto, str(out))
 
 
-def _export_torchscript(wrapper: nn.Module, sample: Tensor, out: Path,
-                        metadata: dict[str, str]) -> str:
-    """Script the wrapper; where scripting fails, trace it. Returns ``script`` or ``trace``."""
+def _compile_torchscript(wrapper: nn.Module, sample: Tensor) -> tuple[Any, str]:
+    """Script the wrapper; where scripting fails, trace it. Returns the module and how."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compiled = torch.jit.script(wrapper)
-        method = "script"
+            return torch.jit.script(wrapper), "torchscript script"
     except Exception as script_err:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                compiled = torch.jit.trace(wrapper, (sample,), check_trace=False)
+                return (torch.jit.trace(wrapper, (sample,), check_trace=False),
+                        "torchscript trace")
         except Exception as trace_err:
             raise ExportError(
                 f"cannot export to TorchScript: scripting failed ({_reason(script_err)}) and "
                 f"tracing failed ({_reason(trace_err)})") from trace_err
-        method = "trace"
-    extra = {TORCHSCRIPT_EXTRA: json.dumps({**metadata, "torchscript_method": method})}
-    torch.jit.save(compiled, str(out), _extra_files=extra)
-    return f"torchscript {method}"
 
 
 def _reason(err: Exception) -> str:
@@ -265,7 +355,9 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
         raw = props.get(METADATA_KEY)
     else:
         extra = {TORCHSCRIPT_EXTRA: ""}
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         raw = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}").get(METADATA_KEY)
     if not raw:
         raise ExportError(f"{path}: no detseg metadata in this file")
@@ -273,20 +365,33 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
 
 
 class ExportedModel:
-    """Run an exported file on numpy images: ``model(images [N,3,H,W] float32) -> outputs``."""
+    """Run an exported file on numpy images: ``model(images [N,3,H,W] float32) -> outputs``.
 
-    def __init__(self, path: str | Path):
+    ``quiet`` silences onnxruntime's own error log (for probing whether a graph runs).
+    """
+
+    def __init__(self, path: str | Path, quiet: bool = False):
         self.path = Path(path)
-        self.metadata = read_export_metadata(self.path)
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: no such exported model file")
         if self.path.suffix == ".onnx":
             import onnxruntime
 
             self.runtime = "onnxruntime"
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 4 if quiet else 2  # 4: fatal only, 2: warnings
             self._session = onnxruntime.InferenceSession(
-                str(self.path), providers=["CPUExecutionProvider"])
+                str(self.path), options, providers=["CPUExecutionProvider"])
         else:
             self.runtime = "torchscript"
-            self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The detseg description stored in the file (see ``read_export_metadata``)."""
+        return read_export_metadata(self.path)
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         if self.runtime == "onnxruntime":
@@ -297,21 +402,20 @@ class ExportedModel:
         return [o.cpu().numpy() for o in outs]
 
 
-def check_export(result: ExportResult, model: nn.Module, imgsz: int,
-                 dynamic: bool = False) -> CheckResult:
+def check_export(result: ExportResult, model: nn.Module, imgsz: int) -> CheckResult:
     """Run the exported file and ``model`` on sample images and compare their outputs.
 
-    Samples: one image at ``imgsz``; with ``dynamic`` also a non-square size (and a batch of
-    two for semantic models). Runs on CPU in float32 for the runtime; detections are matched by
-    label and box before comparing, since equal-score ties may be ordered differently.
+    Samples: one image at ``imgsz``; where the graph allows, also a non-square size
+    (``other_size``) and a batch of two. Detections are matched by label and box before
+    comparing, since equal-score ties may be ordered differently.
     """
     exported = ExportedModel(result.path)
     wrapper, names = build_export_module(model, imgsz)
     detection = model_task(model) in DETECTION_TASKS
     shapes = [(1, imgsz, imgsz)]
-    if dynamic:
-        other = (imgsz + 32, imgsz - 32 if imgsz > 64 else imgsz + 64)
-        shapes.append((1 if detection else 2, *other))
+    if result.dynamic_batch or result.dynamic_size:
+        height, width = other_size(imgsz) if result.dynamic_size else (imgsz, imgsz)
+        shapes.append((2 if result.dynamic_batch else 1, height, width))
     per_output = dict.fromkeys(names, 0.0)
     notes: list[str] = []
     for batch, height, width in shapes:

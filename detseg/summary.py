@@ -93,7 +93,9 @@ def _functional_window(node: torch.fx.Node, root: nn.Module) -> tuple[int, int, 
 def _node_fields(root: nn.Module, graph: torch.fx.Graph) -> dict[str, ReceptiveField]:
     """Field of every tensor node of ``graph`` (a symbolic trace of ``root``).
 
-    A node with several inputs (residual add, concatenation) takes the largest field.
+    A node with several inputs (residual add, concatenation) takes the largest field; a
+    global-pooling branch joining a spatial one (squeeze-excitation gate) does not make the
+    field global.
     """
     submodules = dict(root.named_modules())
     fields: dict[str, ReceptiveField] = {}
@@ -104,7 +106,8 @@ def _node_fields(root: nn.Module, graph: torch.fx.Graph) -> dict[str, ReceptiveF
         inputs = [fields[n.name] for n in node.all_input_nodes if n.name in fields]
         if not inputs or node.op == "output":
             continue
-        incoming = max(inputs, key=lambda f: (f.size, f.stride))
+        local = [f for f in inputs if not math.isinf(f.size)]
+        incoming = max(local or inputs, key=lambda f: (f.size, f.stride))
         window = None
         if node.op == "call_module":
             sub = submodules[node.target]
@@ -118,19 +121,44 @@ def _node_fields(root: nn.Module, graph: torch.fx.Graph) -> dict[str, ReceptiveF
     return fields
 
 
+class _Tracer(torch.fx.Tracer):
+    """A symbolic tracer that also traces through modules held but not registered (a backbone
+    running a private ``create_feature_extractor`` graph over its own registered children)."""
+
+    def path_of_module(self, mod: nn.Module) -> str:
+        try:
+            return super().path_of_module(mod)
+        except NameError:
+            if self.is_leaf_module(mod, ""):
+                raise
+            return f"<unregistered {type(mod).__name__}>"
+
+
+def _trace(module: nn.Module) -> torch.fx.Graph:
+    return _Tracer().trace(module)
+
+
 def receptive_fields(module: nn.Module) -> dict[str, ReceptiveField]:
     """Receptive field after every submodule of ``module`` that its traced graph calls.
 
     Keys are submodule names (``named_modules`` paths relative to ``module``); a container's
-    field is that of the last layer it runs. Raises ``torch.fx`` errors when the module cannot
-    be traced symbolically (data-dependent control flow).
+    field is that of the last operation it runs (a residual block's add included). Raises
+    ``torch.fx`` errors when the module cannot be traced symbolically (data-dependent control
+    flow).
     """
-    graph = torch.fx.symbolic_trace(module).graph
+    graph = _trace(module)
     fields = _node_fields(module, graph)
     per_module: dict[str, ReceptiveField] = {}
     for node in graph.nodes:
-        if node.op == "call_module" and node.name in fields:
-            parts = node.target.split(".")
+        if node.name not in fields:
+            continue
+        scopes = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+        if node.op == "call_module":
+            scopes.append(node.target)
+        for scope in scopes:
+            if scope.startswith("<"):
+                continue
+            parts = scope.split(".")
             for depth in range(1, len(parts) + 1):
                 per_module[".".join(parts[:depth])] = fields[node.name]
     return per_module
@@ -139,7 +167,7 @@ def receptive_fields(module: nn.Module) -> dict[str, ReceptiveField]:
 def output_receptive_fields(module: nn.Module) -> dict[str, ReceptiveField]:
     """Receptive field of each entry of a module's dict output (a backbone's ``s4``, ``s8``...),
     or ``{"out": field}`` for a single tensor output."""
-    graph = torch.fx.symbolic_trace(module).graph
+    graph = _trace(module)
     fields = _node_fields(module, graph)
     result = next(n for n in graph.nodes if n.op == "output").args[0]
     if isinstance(result, torch.fx.Node):
