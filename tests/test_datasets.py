@@ -302,3 +302,16 @@ def test_yolo_boxes_polygons_and_empty_images(yolo_tree) -> None:
     assert len(ds[1][1]["boxes"]) == 0 and len(ds[2][1]["boxes"]) == 0
     with pytest.raises(DatasetError, match="train"):
         build_dataset("yolo", yolo_tree, split="train")
+
+
+def test_voc_check_finds_planted_errors(voc_tree) -> None:
+    from detseg.data.check import check_dataset
+
+    base = voc_tree / "VOC2012"
+    (base / "Annotations" / "b.xml").write_text(_voc_xml(
+        [("unicorn", 0, (3, 4, 12, 20)), ("dog", 0, (10, 5, 8, 9)),
+         ("cat", 0, (30, 20, 60, 30))], "b.jpg"))
+    _palette_png(base / "SegmentationClass" / "a.png", np.zeros((10, 10)))
+    codes = {(p.code, p.ids[0]) for p in check_dataset(voc_tree)}
+    assert {("unknown-category", "b#1"), ("box-size", "b#2"), ("box-outside", "b#3"),
+            ("mask-size", "a")} <= codes

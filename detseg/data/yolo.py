@@ -178,9 +178,10 @@ class YoloDataset(RecordDataset):
                     warnings.append(f"{labels}:{n}: {err}, skipped")
                     continue
                 x0, y0, x1, y1 = parsed.box
+                area = _polygon_area(parsed.polygon) if parsed.polygon else (x1 - x0) * (y1 - y0)
                 record.instances.append(Instance(
                     box=(max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)),
-                    label=parsed.cls + 1, area=(x1 - x0) * (y1 - y0),
+                    label=parsed.cls + 1, area=area,
                     segmentation=[parsed.polygon] if parsed.polygon else None))
             records.append(record)
         super().__init__(records, names, cat_ids, task=task, transforms=transforms)
@@ -189,6 +190,13 @@ class YoloDataset(RecordDataset):
         for record in self.records:
             if self.split_root is not None:
                 record.file_name = record.path.relative_to(self.split_root).as_posix()
+
+
+def _polygon_area(flat: list[float]) -> float:
+    """Shoelace area of a flat ``[x1, y1, x2, y2, ...]`` polygon (pixels)."""
+    xs, ys = flat[0::2], flat[1::2]
+    n = len(xs)
+    return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2
 
 
 def _common_root(paths: list[Path]) -> Path | None:
