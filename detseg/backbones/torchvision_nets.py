@@ -2,17 +2,20 @@
 
 Each entry names, per stride, the graph node whose output is the feature map at that stride;
 ``torchvision.models.feature_extraction.create_feature_extractor`` cuts the network there. No
-forward pass is copied. The wrapper re-registers the extractor's submodules under their
-torchvision names, so a backbone's state-dict keys are the classification network's keys
-(``conv1.weight``, ``layer1.0.bn1.running_mean``, ``features.3.block.0.0.weight``, ...) minus
-the classifier head.
+forward pass is copied. The wrapper registers the extractor's submodules under their
+torchvision names and runs the extractor's generated code over them, so a backbone's state-dict
+keys are the classification network's (``conv1.weight``, ``layer1.0.bn1.running_mean``,
+``features.3.block.0.0.weight``, ...) minus the classifier head.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.fx
 from torch import Tensor, nn
 
 from detseg.backbones.base import Backbone, stride_key
@@ -100,9 +103,10 @@ TORCHVISION_NETS: dict[str, TorchvisionNet] = {
 class TorchvisionBackbone(Backbone):
     """A torchvision network cut at ``net.nodes`` by ``create_feature_extractor``.
 
-    The extractor's top-level submodules are registered on this module under their torchvision
-    names (so ``state_dict`` keys match the classification network); the extractor itself is
-    kept unregistered and runs the forward pass over those same submodule objects.
+    The extractor's submodules are registered on this module under their torchvision names (so
+    ``state_dict`` keys match the classification network), and the extractor's train and eval
+    graphs are compiled into functions run with this module as their root: one module tree, so
+    ``deepcopy``, ``.to()`` and swapping a submodule behave as for any ``nn.Module``.
     """
 
     def __init__(self, model: nn.Module, net: TorchvisionNet) -> None:
@@ -114,18 +118,24 @@ class TorchvisionBackbone(Backbone):
         )
         for name, child in extractor.named_children():
             self.add_module(name, child)
-        self.__dict__["_extractor"] = extractor  # not a registered child: no duplicate keys
+        # Graphs differ between train and eval where the network branches on self.training
+        # (stochastic depth); both were traced.
+        self._forward_train = _graph_function(extractor.train_graph)
+        self._forward_eval = _graph_function(extractor.eval_graph)
         self.channels = list(net.channels)
         self.strides = net.strides
 
-    def train(self, mode: bool = True) -> TorchvisionBackbone:
-        # The extractor keeps a train and an eval graph (stochastic depth, dropout differ).
-        super().train(mode)
-        self._extractor.train(mode)
-        return self
-
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        return OrderedDict(self._extractor(x))
+        run = self._forward_train if self.training else self._forward_eval
+        return OrderedDict(run(self, x))
+
+
+def _graph_function(graph: torch.fx.Graph) -> Callable[..., dict[str, Tensor]]:
+    """The Python function FX generates for ``graph``, taking the root module as ``self``."""
+    code = graph.python_code(root_module="self")
+    namespace = dict(code.globals)
+    exec(compile(code.src, "<detseg-backbone-graph>", "exec"), namespace)
+    return namespace["forward"]
 
 
 def torchvision_model(name: str, on_meta: bool = False) -> nn.Module:
@@ -134,7 +144,6 @@ def torchvision_model(name: str, on_meta: bool = False) -> nn.Module:
     ``on_meta`` builds it on the meta device (no memory, no init; for counting parameters),
     except for builders that compute with tensors while constructing (RegNet), built on CPU.
     """
-    import torch
     import torchvision
 
     builder = getattr(torchvision.models, name)
