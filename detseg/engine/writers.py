@@ -44,11 +44,17 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def image_ids(paths: Sequence[Path]) -> list[int]:
-    """COCO image ids for ``paths``: the numeric file stems when all are distinct numbers
-    (COCO's ``000000000139.jpg`` naming), otherwise 1, 2, ... in order."""
+    """COCO image ids for ``paths``.
+
+    The numeric file stems when all are distinct positive numbers (COCO's
+    ``000000000139.jpg`` naming: id 139), otherwise 1, 2, ... in order (a dataset whose files
+    count from ``000000``, like shapes, numbers its images that way).
+    """
     stems = [Path(p).stem for p in paths]
-    if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
-        return [int(s) for s in stems]
+    if stems and all(s.isdigit() for s in stems):
+        numbers = [int(s) for s in stems]
+        if min(numbers) > 0 and len(set(numbers)) == len(numbers):
+            return numbers
     return list(range(1, len(paths) + 1))
 
 
