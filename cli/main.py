@@ -34,6 +34,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "benchmark",
     "summary",
     "explain",
+    "backbones",
+    "models",
+    "eval",
 )
 
 

@@ -841,3 +841,55 @@ def summarize(precision: np.ndarray, recall: np.ndarray, max_dets: Sequence[int]
         one(False, area="large", md=m2),
     ]
     return dict(zip(STAT_KEYS, values, strict=True))
+
+
+def evaluate_with_pycocotools(gt: dict | str | Path, results: list[dict] | str | Path,
+                              iou_type: str = "bbox",
+                              max_dets: Sequence[int] = (1, 10, 100)) -> COCOMetrics:
+    """The same evaluation by pycocotools' own ``COCOeval`` (the trusted reference; slow).
+
+    Inputs are checked by detseg's parser first, so bad entries get the same clear errors; an
+    empty results list (which ``COCO.loadRes`` cannot load) is scored by ``COCOEvaluator``.
+    """
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    evaluator = COCOEvaluator(gt, iou_type)
+    data = load_json(results, "results")
+    source = str(results) if isinstance(results, (str, Path)) else "results"
+    _parse_results(data, evaluator.gt, iou_type, source)
+    if not data:
+        return evaluator.evaluate(data, max_dets)
+    md = tuple(sorted(int(m) for m in max_dets))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(load_json(gt, "ground-truth"))
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(data)), iou_type)
+        ev.params.maxDets = list(md)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    precision = ev.eval["precision"]
+    per_class = {}
+    for k, name in enumerate(evaluator.gt.cat_names):
+        s = precision[:, :, k, 0, -1]
+        per_class[name] = float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
+    stats = {key: float(v) for key, v in zip(STAT_KEYS, ev.stats, strict=True)}
+    return COCOMetrics(iou_type, stats, per_class, precision, ev.eval["recall"],
+                       ev.eval["scores"], evaluator.gt.cat_ids.tolist(),
+                       list(evaluator.gt.cat_names), md)
+
+
+def metrics_json(evals: dict[str, COCOMetrics]) -> dict[str, Any]:
+    """The ``metrics.json`` structure: ``{"bbox": {AP, ..., ARl}, "segm": {...},
+    "per_class": {name: {"bbox": AP, "segm": AP}}}`` (the IoU types present)."""
+    metrics: dict[str, Any] = {iou_type: dict(m.stats) for iou_type, m in evals.items()}
+    names = next(iter(evals.values())).category_names if evals else []
+    metrics["per_class"] = {name: {iou_type: m.per_class[name] for iou_type, m in evals.items()}
+                            for name in names}
+    return metrics

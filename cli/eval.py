@@ -1,0 +1,288 @@
+"""``detseg eval``: COCO mAP (bbox/segm) or pixel metrics of a model, or of a results file.
+
+The ``--predictions`` path imports only numpy, pycocotools and the light detseg modules (no
+torch), so scoring a results file starts fast; matplotlib comes in last, for the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from detseg.cli.console import console, fail, print_table, warn
+
+DATASETS = ("coco", "voc", "yolo", "masks", "shapes")
+DATA_ENV = "DETSEG_DATA"
+
+EXAMPLES = """
+Examples:
+
+  detseg eval --dataset shapes --data-root data/shapes --weights shapes-faster_rcnn
+
+  detseg eval --dataset coco --download --model fasterrcnn_resnet50_fpn_v2 -b 4
+
+  detseg eval --ann instances_val2017.json --predictions results.json --iou-type segm
+
+  detseg eval --ann instances_val2017.json --images val2017/ --weights runs/train/exp/best.pt
+
+  detseg eval --dataset masks --data-root data/roads --weights roads-unet --max-images 50
+
+  detseg eval --ann gt.json --predictions results.json --backend pycocotools   # reference
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``eval`` command."""
+    app.command("eval", epilog=EXAMPLES)(eval_command)
+
+
+def eval_command(
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Dataset format: coco, voc, yolo, masks or shapes."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Dataset folder (default: $DETSEG_DATA/<dataset>, "
+        "$DETSEG_DATA defaulting to ./data). COCO: val2017/ + annotations/."),
+    ann: Path | None = typer.Option(
+        None, "--ann", help="COCO annotation JSON (instead of --dataset; with --images or "
+        "--predictions)."),
+    images: Path | None = typer.Option(None, "--images", help="Image folder of --ann."),
+    split: str = typer.Option("val", "--split", help="Dataset split to evaluate."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model family or preset (optional with a detseg checkpoint)."),
+    weights: str | None = typer.Option(
+        None, "--weights", "-w", help="Checkpoint file, manifest name, URL, DEFAULT or enum."),
+    predictions: Path | None = typer.Option(
+        None, "--predictions", "-p", help="COCO results JSON to score against --ann (no model, "
+        "no images)."),
+    iou_type: str | None = typer.Option(
+        None, "--iou-type", help="bbox or segm (default: what the model produces, bbox and "
+        "segm for instance models; bbox for --predictions)."),
+    backend: str = typer.Option(
+        "detseg", "--backend", help="detseg (fast) or pycocotools (the reference; slow)."),
+    max_images: int | None = typer.Option(
+        None, "--max-images", help="Evaluate only the first N images."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per model batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output folder (default: runs/eval/exp, exp2, ...)."),
+    download: bool = typer.Option(
+        False, "--download", help="COCO: fetch val2017 images and annotations first (resumable; "
+        "$DETSEG_COCO_URL_BASE overrides the server)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PR curves / heatmap."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+) -> None:
+    """Evaluate a model on a dataset, or score a COCO results file.
+
+    Detection/instance models: COCO mAP (bbox, segm), pycocotools' numbers exactly.
+
+    Semantic models: pixel accuracy, mean accuracy, mIoU, frequency-weighted IoU, Dice.
+
+    Writes metrics.json, per_class.csv, plots and (for a model) predictions.json into OUT.
+    """
+    if backend not in ("detseg", "pycocotools"):
+        fail(f"--backend must be detseg or pycocotools, got {backend!r}")
+    if iou_type not in (None, "bbox", "segm"):
+        fail(f"--iou-type must be bbox or segm, got {iou_type!r}")
+    if predictions is not None:
+        if ann is None:
+            fail("--predictions needs --ann (the COCO ground-truth JSON)")
+        for flag, value in (("--dataset", dataset), ("--images", images), ("--model", model),
+                            ("--weights", weights), ("--download", download or None)):
+            if value is not None:
+                fail(f"--predictions scores a results file: {flag} does not apply")
+        _score_file(ann, predictions, iou_type or "bbox", backend, out, plots, as_json)
+        return
+    root = _data_root(dataset, data_root, ann, images)
+    if download:
+        if dataset != "coco":
+            fail("--download is for --dataset coco")
+        _download_coco(root)
+        if model is None and weights is None:
+            return
+    if model is None and weights is None:
+        fail("give --model and/or --weights (or --predictions with --ann)")
+    _evaluate(dataset or "coco", root, ann, images, split, model, weights, iou_type, backend,
+              max_images, batch_size, device, out, plots, as_json)
+
+
+def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
+               images: Path | None) -> Path:
+    if dataset is None:
+        if ann is None:
+            fail("give --dataset (with --data-root) or --ann with --images")
+        if images is None:
+            fail("--ann needs --images to run a model (or --predictions to score a file)")
+        return ann.parent
+    if dataset not in DATASETS:
+        fail(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if ann is not None and dataset != "coco":
+        fail("--ann goes with COCO data")
+    return data_root or Path(os.environ.get(DATA_ENV) or "data") / dataset
+
+
+def _download_coco(root: Path) -> None:
+    from detseg.eval.coco_download import download_coco_val2017
+
+    fetched = download_coco_val2017(root)
+    if fetched:
+        console.print(f"COCO val2017 is ready under {root}", highlight=False)
+    else:
+        console.print(f"COCO val2017 already present under {root}", highlight=False)
+
+
+def _out_dir(out: Path | None) -> Path:
+    from detseg.runs import new_run_dir
+
+    return new_run_dir("eval", out=out)
+
+
+def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: Path | None,
+                plots: bool, as_json: bool) -> None:
+    from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
+
+    if backend == "pycocotools":
+        evaluation = evaluate_with_pycocotools(ann, predictions, iou_type)
+    else:
+        evaluation = COCOEvaluator(ann, iou_type).evaluate(predictions)
+    evals = {iou_type: evaluation}
+    _finish_detection(metrics_json(evals), evals, None, _out_dir(out), plots, as_json)
+
+
+def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, split: str,
+              model_name: str | None, weights: str | None, iou_type: str | None, backend: str,
+              max_images: int | None, batch_size: int, device: str, out: Path | None,
+              plots: bool, as_json: bool) -> None:
+    import torch
+
+    from detseg.data import build_dataset
+    from detseg.data.transforms import build_transforms
+    from detseg.eval.runner import evaluate_model
+    from detseg.models import build_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_model(model_name, weights=weights).to(device).eval()
+    spec = model.spec
+    if iou_type is not None and spec.task == "semantic":
+        fail("--iou-type is for detection and instance models; this one is semantic")
+    if iou_type == "segm" and spec.task != "instance":
+        fail(f"--iou-type segm needs an instance model; {spec.family} is a {spec.task} model")
+    options: dict[str, Any] = {}
+    if ann is not None:
+        options = {"ann_file": ann, "images_dir": images}
+    transforms = build_transforms("none", train=False, task=spec.task, imgsz=spec.input_size)
+    data = build_dataset(dataset, root, split=split, task=spec.task, transforms=transforms,
+                         **options)
+    for line in getattr(data, "warnings", [])[:5]:
+        warn(line)
+    if len(data) == 0:
+        fail(f"{root}: the {split} split has no images", code=1)
+    total = len(data) if max_images is None else min(max_images, len(data))
+    run = _ProgressRun(total)
+    with run as progress:
+        result = evaluate_model(model, data, batch_size=batch_size, device=device,
+                                max_images=max_images, progress=progress,
+                                iou_types=(iou_type,) if iou_type else None, backend=backend)
+    out_dir = _out_dir(out)
+    if spec.task == "semantic":
+        _finish_semantic(result, out_dir, plots, as_json)
+        return
+    if result["dropped_predictions"]:
+        warn(f"{result['dropped_predictions']} predictions of categories the dataset does not "
+             f"have were left out")
+    (out_dir / "predictions.json").write_text(json.dumps(result["predictions"]))
+    _finish_detection(result["metrics"], result["details"], result["num_images"], out_dir,
+                      plots, as_json)
+
+
+class _ProgressRun:
+    """A rich progress bar over images, as a context manager giving ``progress(done, total)``."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from detseg.cli.console import err_console
+
+        self.bar = Progress("evaluating", BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err_console, transient=True)
+        self.bar.start()
+        task = self.bar.add_task("eval", total=self.total)
+        return lambda done, total: self.bar.update(task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value < 0 else f"{value:.4f}"
+
+
+def _finish_detection(metrics: dict[str, Any], evals: dict[str, Any], num_images: int | None,
+                      out_dir: Path, plots: bool, as_json: bool) -> None:
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    types = [t for t in ("bbox", "segm") if t in evals]
+    with open(out_dir / "per_class.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", *(f"{t}_AP" for t in types)])
+        for name, row in metrics["per_class"].items():
+            writer.writerow([name, *(row[t] for t in types)])
+    written = ["metrics.json", "per_class.csv"]
+    if plots:
+        from detseg.eval.plots import plot_pr_curves
+
+        for t in types:
+            written += [p.name for p in plot_pr_curves(evals[t], out_dir, prefix=f"{t}_")]
+    if as_json:
+        from detseg.cli.console import print_json
+
+        print_json(metrics)
+        return
+    first = evals[types[0]]
+    print_table(None, ["metric", *types],
+                [[key, *(_fmt(metrics[t][key]) for t in types)] for key in first.stats])
+    print_table("per class AP@[.5:.95]", ["class", *types],
+                [[name, *(_fmt(row[t]) for t in types)]
+                 for name, row in metrics["per_class"].items()])
+    where = f"{num_images} images, " if num_images is not None else ""
+    console.print(f"{where}wrote {', '.join(written)} to {out_dir}", highlight=False)
+
+
+def _finish_semantic(result: dict[str, Any], out_dir: Path, plots: bool, as_json: bool) -> None:
+    metrics = result["metrics"]
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with open(out_dir / "per_class.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "IoU", "acc", "Dice", "pixels"])
+        for name, row in metrics["per_class"].items():
+            writer.writerow([name, *("" if row[k] is None else row[k]
+                                     for k in ("IoU", "acc", "Dice")), row["pixels"]])
+    written = ["metrics.json", "per_class.csv"]
+    if plots:
+        from detseg.eval.plots import plot_confusion_matrix
+
+        details = result["details"]
+        plot_confusion_matrix(details["confusion_matrix"], details["class_names"],
+                              out_dir / "confusion_matrix.png")
+        written.append("confusion_matrix.png")
+    if as_json:
+        from detseg.cli.console import print_json
+
+        print_json(metrics)
+        return
+    print_table(None, ["metric", "value"],
+                [[k, f"{metrics[k]:.4f}"] for k in ("pixel_acc", "mean_acc", "mIoU", "fwIoU",
+                                                    "mDice")])
+    print_table("per class", ["class", "IoU", "acc", "Dice", "pixels"],
+                [[name, _fmt(row["IoU"]), _fmt(row["acc"]), _fmt(row["Dice"]), row["pixels"]]
+                 for name, row in metrics["per_class"].items()])
+    console.print(f"{result['num_images']} images, wrote {', '.join(written)} to {out_dir}",
+                  highlight=False)
