@@ -59,6 +59,12 @@ def _progress_callback():
             speed = task.speed
             if speed:
                 self.progress.update(self.task_id, speed=f"{speed:.2f} it/s")
+            # Without a terminal (logs, nohup) the bar is not redrawn: print a line at each 10%.
+            step = max(1, num_batches // 10)
+            if not console.is_terminal and ((batch + 1) % step == 0 or batch + 1 == num_batches):
+                rate = f"{speed:.2f} it/s" if speed else ""
+                console.print(f"epoch {epoch + 1}/{self.epochs} batch {batch + 1}/{num_batches} "
+                              f"{shown} lr={lr:.2e} {rate}", highlight=False)
 
         def on_validation_start(self, epoch: int) -> None:
             self.progress.update(self.task_id, description=f"epoch {epoch + 1}/{self.epochs} val")
@@ -91,6 +97,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs (default 30)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Images per batch and process."),
         imgsz: int = typer.Option(None, "--imgsz", help="Training image size in pixels."),
+        crop: int = typer.Option(None, "--crop",
+                                 help="Semantic models: train on random CROP x CROP windows at "
+                                      "full resolution (input size stays --imgsz)."),
         lr: float = typer.Option(None, "--lr", help="Base learning rate (SGD 0.01, AdamW 1e-3)."),
         optimizer: str = typer.Option("sgd", "--optimizer", help="sgd|adamw"),
         weight_decay: float = typer.Option(None, "--weight-decay",
@@ -169,7 +178,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--augment {augment}: choose one of {', '.join(AUGMENTS)}")
             config = TrainConfig(
                 model=model, dataset=dataset, data_root=str(data_root), backbone=backbone,
-                epochs=epochs or 30, batch_size=batch_size, imgsz=imgsz, lr=lr,
+                epochs=epochs or 30, batch_size=batch_size, imgsz=imgsz, crop=crop, lr=lr,
                 optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
                 warmup_epochs=warmup_epochs, clip_grad=clip_grad, seed=seed, augment=augment,
                 workers=workers, weights=weights, pretrained_backbone=pretrained_backbone,

@@ -61,7 +61,9 @@ class TrainConfig:
 
     ``lr`` and ``weight_decay`` default per optimizer (SGD 0.01 / 1e-4, AdamW 0.001 / 0.05);
     ``backbone_lr_scale`` defaults to 0.1 when starting from pretrained weights, else 1.0.
-    ``warmup_epochs`` may be fractional. ``max_bad_fraction`` is the share of samples of one
+    ``warmup_epochs`` may be fractional. ``crop`` (semantic models only) trains on random
+    ``crop`` x ``crop`` windows at full resolution while the model's input size stays ``imgsz``.
+    ``max_bad_fraction`` is the share of samples of one
     epoch allowed to fail loading before the run stops. ``roi_samples`` sets how many proposals
     per image the R-CNN box head samples while training (torchvision's 512); fewer is cheaper,
     and inference is unchanged.
@@ -74,6 +76,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 8
     imgsz: int | None = None
+    crop: int | None = None
     lr: float | None = None
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -98,6 +101,7 @@ class TrainConfig:
     max_bad_fraction: float = 0.1
     eval_max_images: int | None = None
     roi_samples: int | None = None
+    plots: bool = True
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,11 +206,29 @@ def find_backbone(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
-    """The stages of ``backbone`` in input-to-output order (``stages`` attribute or children)."""
+    """The stages of ``backbone`` in input-to-output order, for ``--freeze N``.
+
+    ``tiny``: stem plus first stage, then one per stride; ResNets: stem (conv1, bn1), layer1..4;
+    RegNets: stem, then the trunk blocks; nets with a ``features`` sequence (MobileNet, VGG,
+    EfficientNet, ConvNeXt): its blocks; otherwise the parameterized children.
+    """
+    def params(m: nn.Module) -> bool:
+        return any(True for _ in m.parameters())
+
     stages = getattr(backbone, "stages", None)
     if stages is not None:
-        return list(stages)
-    return [m for m in backbone.children() if any(True for _ in m.parameters())]
+        stages = list(stages)
+        stem = getattr(backbone, "stem", None)
+        return [nn.ModuleList([stem, stages[0]]), *stages[1:]] if stem is not None else stages
+    if hasattr(backbone, "layer1"):
+        stem = nn.ModuleList([m for n, m in backbone.named_children() if n in ("conv1", "bn1")])
+        return [stem, *(getattr(backbone, f"layer{k}") for k in range(1, 5)
+                        if hasattr(backbone, f"layer{k}"))]
+    if hasattr(backbone, "trunk_output"):
+        return [backbone.stem, *backbone.trunk_output.children()]
+    if isinstance(getattr(backbone, "features", None), nn.Sequential):
+        return [m for m in backbone.features.children() if params(m)]
+    return [m for m in backbone.children() if params(m)]
 
 
 class _FrozenBatchNormGuard:
@@ -299,7 +321,10 @@ class Trainer:
 
         cfg = self.config
         self.task = model_task(cfg.model, cfg.weights)
-        train_tf = build_transforms(cfg.augment, train=True, task=self.task, imgsz=cfg.imgsz)
+        if cfg.crop and self.task != "semantic":
+            raise UsageError("--crop only applies to semantic models (unet, segnet, ...)")
+        train_tf = build_transforms(cfg.augment, train=True, task=self.task,
+                                    imgsz=cfg.crop or cfg.imgsz)
         val_tf = build_transforms("none", train=False, task=self.task, imgsz=cfg.imgsz)
         self.train_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.train_split,
                                        task=self.task, transforms=train_tf)
@@ -315,21 +340,22 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
 
     def _build_model(self) -> None:
-        from detseg.models import build_model
+        from detseg.models import build_from_spec, build_model, make_spec
 
         cfg = self.config
         options = dict(cfg.model_options)
-        if cfg.pretrained_backbone:
-            options["pretrained_backbone"] = True
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
         if cfg.model is None:
+            seed_everything(cfg.seed)
             model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
             self._message(f"started from {cfg.weights} ({model.spec.family}, "
                           f"{model.spec.backbone})")
         else:
-            model = build_model(cfg.model, backbone=cfg.backbone,
-                                num_classes=len(self.class_names), **options)
+            spec = make_spec(cfg.model, cfg.backbone, len(self.class_names), **options)
+            # Seeded after the spec: looking up backbone facts may draw random numbers once.
+            seed_everything(cfg.seed)
+            model = build_from_spec(spec, pretrained_backbone=cfg.pretrained_backbone)
             if cfg.weights:
                 self._load_transfer_weights(model, cfg.weights)
         if cfg.roi_samples:
@@ -708,7 +734,7 @@ class Trainer:
                 status = "interrupted"
         ddp.barrier()
         result = self._result(status)
-        if self.dist.is_main and self.history:
+        if self.dist.is_main and self.history and cfg.plots:
             from detseg.engine.curves import plot_results
 
             plot_results(self.history, self.out_dir / "results.png")
