@@ -93,15 +93,51 @@ class ResizeTo(v2.Transform):
         return _resize(inpt, self.size, self._call_kernel)
 
 
-class SafeIoUCrop(v2.RandomIoUCrop):
-    """``RandomIoUCrop`` that leaves images without boxes as they are (the stock one would
-    loop until it happens to draw its "keep everything" option)."""
+class IoUCrop(v2.RandomIoUCrop):
+    """SSD's random IoU crop with ``RandomIoUCrop``'s rules, but each attempt draws its
+    ``trials`` candidate crops at once (the stock one loops over them with tiny tensor ops,
+    which dominates the strong pipeline), and images without boxes are left as they are
+    (the stock one would loop until it drew its "keep everything" option)."""
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         boxes = next(i for i in flat_inputs if isinstance(i, tv_tensors.BoundingBoxes))
         if boxes.shape[0] == 0:
             return {}
-        return super().make_params(flat_inputs)
+        orig_h, orig_w = v2.query_size(flat_inputs)
+        xyxy = F.convert_bounding_box_format(boxes.as_subclass(torch.Tensor), boxes.format,
+                                             tv_tensors.BoundingBoxFormat.XYXY).float()
+        cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
+        cy = (xyxy[:, 1] + xyxy[:, 3]) / 2
+        box_area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+        while True:
+            min_iou = self.options[int(torch.randint(len(self.options), (1,)))]
+            if min_iou >= 1.0:
+                return {}
+            r = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(self.trials, 2)
+            new_w = (orig_w * r[:, 0]).long()
+            new_h = (orig_h * r[:, 1]).long()
+            aspect = new_w / new_h.clamp(min=1)
+            ok = (new_h > 0) & (aspect >= self.min_aspect_ratio) \
+                & (aspect <= self.max_aspect_ratio)
+            r = torch.rand(self.trials, 2)
+            left = ((orig_w - new_w) * r[:, 0]).long()
+            top = ((orig_h - new_h) * r[:, 1]).long()
+            right, bottom = left + new_w, top + new_h
+            ok &= (left != right) & (top != bottom)
+            within = (left[:, None] < cx) & (cx < right[:, None]) \
+                & (top[:, None] < cy) & (cy < bottom[:, None])
+            inter_w = (torch.minimum(xyxy[:, 2], right[:, None])
+                       - torch.maximum(xyxy[:, 0], left[:, None])).clamp(min=0)
+            inter_h = (torch.minimum(xyxy[:, 3], bottom[:, None])
+                       - torch.maximum(xyxy[:, 1], top[:, None])).clamp(min=0)
+            inter = inter_w * inter_h
+            iou = inter / (box_area + (new_w * new_h)[:, None] - inter).clamp(min=1e-9)
+            ok &= within.any(dim=1)
+            ok &= torch.where(within, iou, -1.0).amax(dim=1) >= min_iou
+            if ok.any():
+                t = int(ok.nonzero()[0])
+                return {"top": int(top[t]), "left": int(left[t]), "height": int(new_h[t]),
+                        "width": int(new_w[t]), "is_within_crop_area": within[t]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not params:
@@ -118,7 +154,7 @@ def _detection(preset: str, train: bool) -> list[Any]:
         ops += [v2.RandomPhotometricDistort(p=0.5),
                 v2.RandomZoomOut(fill={tv_tensors.Image: _ZOOM_FILL, "others": 0},
                                  side_range=(1.0, 3.0), p=0.5),
-                SafeIoUCrop(),
+                IoUCrop(),
                 v2.RandomHorizontalFlip(0.5),
                 RandomScale((0.5, 2.0))]
     ops += [v2.ClampBoundingBoxes(), v2.ToDtype(torch.float32, scale=True),
