@@ -164,3 +164,25 @@ def test_list_models_by_task() -> None:
     assert list_models("fasterrcnn_*") == [
         "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
         "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"]
+
+
+def test_cli_models_json_and_task_filter() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from detseg.cli.main import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["models", "--json", "--task", "instance"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["name"] for r in rows] == ["mask_rcnn", "maskrcnn_resnet50_fpn",
+                                         "maskrcnn_resnet50_fpn_v2"]
+    assert rows[0] == {"name": "mask_rcnn", "task": "instance", "family": "mask_rcnn",
+                       "backbone": "resnet50", "pretrained": False}
+    assert rows[1]["family"] == "mask_rcnn" and rows[1]["pretrained"] is True
+    table = runner.invoke(app, ["models"])
+    assert table.exit_code == 0 and "deeplabv3_resnet50" in table.output
+    assert runner.invoke(app, ["models", "--task", "panoptic"]).exit_code == 2
+    assert "Examples" in runner.invoke(app, ["models", "--help"]).output

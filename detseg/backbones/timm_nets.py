@@ -59,8 +59,6 @@ def build_timm_backbone(name: str, pretrained: bool = False) -> TimmBackbone:
 
 
 def list_timm_backbones(pattern: str = "*") -> list[str]:
-    """``timm/<model>`` names matching ``pattern`` (without the prefix); empty without timm."""
-    if not timm_available():
-        return []
+    """``timm/<model>`` names matching ``pattern`` (given without the prefix)."""
     timm = _import_timm()
     return [TIMM_PREFIX + n for n in timm.list_models(pattern)]
