@@ -186,3 +186,31 @@ def test_cli_models_json_and_task_filter() -> None:
     assert table.exit_code == 0 and "deeplabv3_resnet50" in table.output
     assert runner.invoke(app, ["models", "--task", "panoptic"]).exit_code == 2
     assert "Examples" in runner.invoke(app, ["models", "--help"]).output
+
+
+def test_backbone_facts_do_not_draw_random_numbers() -> None:
+    from detseg.backbones import backbone_info
+
+    state = torch.random.get_rng_state()
+    for name in ("tiny", "regnet_y_800mf", "resnet18"):
+        backbone_info(name)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_weights_file_rebuilds_model_and_transfers_to_new_classes(tmp_path) -> None:
+    from detseg.weights import save_checkpoint
+
+    model = build_model("ssdlite", backbone="tiny", num_classes=4, input_size=64,
+                        class_names=["__background__", "a", "b", "c"]).eval()
+    path = save_checkpoint(tmp_path / "ssdlite.pt", model.state_dict(), model.spec)
+    again = build_model(weights=str(path)).eval()
+    assert again.spec == model.spec
+    images = [torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        assert torch.equal(again(images)[0]["scores"], model(images)[0]["scores"])
+    other = build_model(weights=str(path), num_classes=3)
+    assert other.spec.num_classes == 3 and other.spec.class_names == []
+    key = "backbone.body.stages.4.2.0.weight"
+    assert torch.equal(other.state_dict()[key], model.state_dict()[key])
+    with pytest.raises(ModelBuildError, match="not unet"):
+        build_model("unet", weights=str(path))

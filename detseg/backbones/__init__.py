@@ -69,9 +69,14 @@ def list_backbones(pattern: str = "*") -> list[str]:
 
 @cache
 def _param_count(name: str) -> int:
-    if name in TORCHVISION_NETS:
-        return torchvision_backbone_params(name)
-    return sum(p.numel() for p in build_backbone(name).parameters())
+    """Parameters of backbone ``name``; leaves the global random state untouched."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        if name in TORCHVISION_NETS:
+            return torchvision_backbone_params(name)
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_backbone(name).parameters())
 
 
 def backbone_info(name: str) -> dict[str, Any]:
