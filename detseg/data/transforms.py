@@ -26,10 +26,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from detseg.data.base import IGNORE_INDEX
 from detseg.errors import UsageError
 
 PRESETS = ("none", "light", "strong")
-IGNORE_INDEX = 255
 _ZOOM_FILL = (124, 116, 104)  # ImageNet mean in uint8, as SSD pads
 
 
