@@ -32,6 +32,9 @@ def benchmark_command(
     half: bool = typer.Option(False, "--half", help="fp16 autocast."),
     iters: int = typer.Option(20, "--iters", help="Timed forward passes."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed passes first."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: torch's own choice); on a "
+        "busy machine 1 gives steadier CPU timings."),
     all_families: bool = typer.Option(
         False, "--all", help=f"Sweep every family ({', '.join(FAMILIES)}) on one backbone "
         "(default tiny) into one table."),
@@ -49,7 +52,7 @@ def benchmark_command(
 
       detseg benchmark --model faster_rcnn --backbone tiny --imgsz 320
 
-      detseg benchmark --all --backbone tiny --iters 10 --json
+      detseg benchmark --all --backbone tiny --imgsz 320 --threads 1 --json
 
       detseg benchmark --model deeplabv3_resnet50 --device cuda --half -b 8
     """
@@ -60,6 +63,12 @@ def benchmark_command(
         fail("give --model, --weights with a detseg checkpoint, or --all")
     if all_families and (model is not None or weights is not None):
         fail("--all sweeps the families itself; drop --model/--weights")
+    if threads is not None:
+        if threads < 1:
+            fail("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     names = list(FAMILIES) if all_families else [model]
     chosen_backbone = backbone or ("tiny" if all_families else None)

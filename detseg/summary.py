@@ -93,9 +93,9 @@ def _functional_window(node: torch.fx.Node, root: nn.Module) -> tuple[int, int, 
 def _node_fields(root: nn.Module, graph: torch.fx.Graph) -> dict[str, ReceptiveField]:
     """Field of every tensor node of ``graph`` (a symbolic trace of ``root``).
 
-    A node with several inputs (residual add, concatenation) takes the largest field; a
-    global-pooling branch joining a spatial one (squeeze-excitation gate) does not make the
-    field global.
+    A node with several inputs (residual add, concatenation, an FPN's lateral + upsampled
+    sum) takes the largest field and the finest stride; a global-pooling branch joining a
+    spatial one (squeeze-excitation gate) does not make the field global.
     """
     submodules = dict(root.named_modules())
     fields: dict[str, ReceptiveField] = {}
@@ -106,8 +106,8 @@ def _node_fields(root: nn.Module, graph: torch.fx.Graph) -> dict[str, ReceptiveF
         inputs = [fields[n.name] for n in node.all_input_nodes if n.name in fields]
         if not inputs or node.op == "output":
             continue
-        local = [f for f in inputs if not math.isinf(f.size)]
-        incoming = max(local or inputs, key=lambda f: (f.size, f.stride))
+        local = [f for f in inputs if not math.isinf(f.size)] or inputs
+        incoming = ReceptiveField(min(f.stride for f in local), max(f.size for f in local))
         window = None
         if node.op == "call_module":
             sub = submodules[node.target]
@@ -141,14 +141,18 @@ def _trace(module: nn.Module) -> torch.fx.Graph:
 def receptive_fields(module: nn.Module) -> dict[str, ReceptiveField]:
     """Receptive field after every submodule of ``module`` that its traced graph calls.
 
-    Keys are submodule names (``named_modules`` paths relative to ``module``); a container's
-    field is that of the last operation it runs (a residual block's add included). Raises
+    Keys are submodule names (``named_modules`` paths relative to ``module``), and ``""`` for
+    ``module`` itself (its largest output field); a container's field is that of the last
+    operation it runs (a residual block's add included). Raises
     ``torch.fx`` errors when the module cannot be traced symbolically (data-dependent control
     flow).
     """
     graph = _trace(module)
     fields = _node_fields(module, graph)
     per_module: dict[str, ReceptiveField] = {}
+    outputs = [fields[n.name] for n in graph.output_node().all_input_nodes if n.name in fields]
+    if outputs:
+        per_module[""] = max(outputs, key=lambda f: (f.size, -f.stride))
     for node in graph.nodes:
         if node.name not in fields:
             continue
@@ -184,6 +188,16 @@ def find_backbone(model: nn.Module) -> tuple[str, nn.Module] | None:
         if hasattr(sub, "channels") and hasattr(sub, "strides"):
             return name, sub
     return None
+
+
+def feature_extractor(model: nn.Module) -> tuple[str, nn.Module]:
+    """The part that makes feature maps: the detseg backbone, else torchvision's
+    ``model.backbone`` (presets), else the whole model (name ``""``)."""
+    found = find_backbone(model)
+    if found is not None:
+        return found
+    backbone = getattr(model, "backbone", None)
+    return ("backbone", backbone) if isinstance(backbone, nn.Module) else ("", model)
 
 
 @dataclass
@@ -302,24 +316,23 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 512, depth: int =
     notes: list[str] = []
     stages: list[dict[str, Any]] = []
     backbone_info = find_backbone(model)
-    rf_name, rf_root = backbone_info if backbone_info is not None else ("", model)
+    rf_name, rf_root = feature_extractor(model)
     try:
         fields = receptive_fields(rf_root)
     except Exception as err:  # torch.fx raises many types for untraceable code
         fields = {}
+        reason = str(err).split(". ")[0].splitlines()[0][:100]
         notes.append(f"receptive fields unavailable: {type(rf_root).__name__} cannot be traced "
-                     f"symbolically ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+                     f"symbolically ({type(err).__name__}: {reason})")
     if backbone_info is not None and fields:
         stages = _stage_fields(rf_root, imgsz)
     prefix = f"{rf_name}." if rf_name else ""
     for row in layers:
-        rel = row.name[len(prefix):] if row.name.startswith(prefix) else None
+        rel = "" if row.name == rf_name else (
+            row.name[len(prefix):] if row.name.startswith(prefix) else None)
         if rel in fields:
             row.stride = fields[rel].stride
             row.receptive_field = fields[rel].extent()
-        elif row.name == rf_name and stages:
-            row.stride = max(stage["stride"] for stage in stages)
-            row.receptive_field = stages[-1]["receptive_field"]
     total, trainable = count_params(model)
     spec = getattr(model, "spec", None)
     height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
@@ -332,7 +345,7 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 512, depth: int =
         trainable_params=trainable,
         gflops=round(flops / 1e9, 4),
         weight_mb=round(_weight_bytes(model) / 2**20, 3),
-        backbone_module=rf_name if backbone_info is not None else None,
+        backbone_module=rf_name or None,
         stages=stages,
         notes=notes,
     )

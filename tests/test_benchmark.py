@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from torch import nn
 from typer.testing import CliRunner
 
@@ -19,8 +20,6 @@ runner = CliRunner()
 
 def test_flops_of_a_convolution_by_hand() -> None:
     conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    import torch
-
     flops = count_flops(conv, torch.rand(2, 3, 16, 20))
     assert flops == 2 * (2 * 16 * 20) * 8 * (3 * 3 * 3)  # 2 FLOPs per multiply-add
 

@@ -22,7 +22,7 @@ def test_conv_pool_conv_gives_field_8_at_stride_2() -> None:
                         nn.Conv2d(8, 16, 3, padding=1))
     fields = receptive_fields(net)
     assert fields == {"0": ReceptiveField(1, 3), "1": ReceptiveField(2, 4),
-                      "2": ReceptiveField(2, 8)}
+                      "2": ReceptiveField(2, 8), "": ReceptiveField(2, 8)}
     result = summarize(net, imgsz=(32, 48), depth=1)
     rows = {row.name: row for row in result.layers}
     assert [row.name for row in result.layers] == ["0", "1", "2"]

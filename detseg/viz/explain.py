@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from detseg.errors import UsageError
 from detseg.profile import DETECTION_TASKS, model_task
-from detseg.summary import find_backbone
+from detseg.summary import feature_extractor, find_backbone
 
 METHODS = ("activations", "filters", "occlusion", "gradcam")
 GRID_MAX_MAPS = 64
@@ -321,11 +321,11 @@ def _capture(model: nn.Module, names: list[str], run: Callable[[], object],
 
 
 def _default_layer(model: nn.Module) -> str:
-    backbone = find_backbone(model)
-    if backbone is None or not backbone[0]:
-        raise UsageError("this model has no detseg backbone; choose a layer with --layer "
+    name, _ = feature_extractor(model)
+    if not name:
+        raise UsageError("this model has no backbone module; choose a layer with --layer "
                          "(see --layer list)")
-    return backbone[0]
+    return name
 
 
 def activation_grids(model: nn.Module, image_rgb: np.ndarray, layers: list[str] | None = None,
