@@ -17,6 +17,7 @@ The spec travels as JSON under the key ``detseg`` (ONNX ``metadata_props``; Torc
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import warnings
@@ -123,7 +124,7 @@ def build_export_module(model: nn.Module, imgsz: int) -> tuple[nn.Module, list[s
     with torch.inference_mode():
         probe = model(torch.zeros(1, 3, imgsz, imgsz, device=param.device, dtype=param.dtype))
     wrapper = SemanticDictExport if isinstance(probe, dict) else SemanticExport
-    return wrapper(model, mean, std).eval(), ["logits"]
+    return wrapper(model, mean, std).to(param.device, param.dtype).eval(), ["logits"]
 
 
 def sample_images(model: nn.Module, imgsz: int, batch_size: int = 1,
@@ -165,10 +166,17 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, imgsz: int = 320,
                           "there, and onnxruntime's CPU provider lacks fp16 kernels for most ops")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.half() if half else model.float()
+    model = copy.deepcopy(model).half() if half else model.float()
     wrapper, names = build_export_module(model, imgsz)
     detection = model_task(model) in DETECTION_TASKS
     sample = sample_images(model, imgsz)
+    try:
+        with torch.inference_mode():
+            wrapper(sample)
+    except Exception as err:
+        precision = "fp16" if half else "fp32"
+        raise ExportError(f"the model does not run in {precision} on {sample.device.type} "
+                          f"({_reason(err)}), so it cannot be exported that way") from err
     start = time.perf_counter()
     notes: list[str] = []
     if fmt == "onnx":
@@ -337,9 +345,13 @@ def _compile_torchscript(wrapper: nn.Module, sample: Tensor) -> tuple[Any, str]:
 
 
 def _reason(err: Exception) -> str:
-    """The first informative line of an exporter exception."""
+    """The informative line of an exporter exception (the last one for TorchScript's
+    interpreter tracebacks, else the first)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0][:300] if lines else 'no message'}"
+    if not lines:
+        return f"{type(err).__name__}: no message"
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return f"{type(err).__name__}: {line[:300]}"
 
 
 def read_export_metadata(path: str | Path) -> dict[str, Any]:

@@ -79,6 +79,9 @@ def test_unexportable_combinations_say_why(models: dict, tmp_path) -> None:
         export_model(models["unet"], "onnx", tmp_path / "x.onnx", opset=11)
     with pytest.raises(ExportError, match="needs a CUDA device"):
         export_model(models["unet"], "onnx", tmp_path / "x.onnx", half=True)
+    with pytest.raises(ExportError, match="does not run in fp16 on cpu .*nms"):
+        export_model(models["ssd"], "torchscript", tmp_path / "x.ts", imgsz=IMGSZ, half=True)
+    assert next(models["ssd"].parameters()).dtype == torch.float32  # the caller's model stays
 
     class NoOnnxOp(nn.Module):
         """A semantic 'model' whose op has no ONNX form."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detseg.errors import UsageError
+from detseg.errors import DetsegError, UsageError
 from detseg.profile import DETECTION_TASKS, model_task
 from detseg.summary import feature_extractor, find_backbone
 
@@ -79,7 +79,7 @@ class Explanation:
         for stem, rgb in self.images.items():
             path = out_dir / f"{stem}.png"
             if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{path}: could not write PNG")
+                raise DetsegError(f"{path}: could not write the PNG")
             paths.append(path)
         return paths
 
