@@ -34,7 +34,7 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(root: Path, model: str, **kw) -> TrainConfig:
     base = dict(model=model, backbone="tiny", dataset="shapes", data_root=str(root), epochs=2,
                 batch_size=2, imgsz=SIZE, augment="none", lr=0.01, warmup_epochs=0.0,
-                eval_max_images=2, plots=False)
+                eval_max_images=2, eval_interval=0, plots=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -155,13 +155,13 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
 
     trainer = Trainer(_config(root, "segnet", epochs=1, max_bad_fraction=0.5), tmp_path / "run",
                       callbacks=[Notes()], handle_sigint=False)
+    strict = Trainer(_config(root, "segnet", epochs=1, max_bad_fraction=0.0), tmp_path / "run2",
+                     handle_sigint=False)
     broken = trainer.train_set.image_paths[1]
     Path(broken).write_bytes(b"not an image")
     result = trainer.fit()
     assert result.bad_samples == 1 and result.status == "completed"
     assert any(str(broken) in m for m in messages)
-    strict = Trainer(_config(root, "segnet", epochs=1, max_bad_fraction=0.0), tmp_path / "run2",
-                     handle_sigint=False)
     with pytest.raises(DatasetError, match="failed to load"):
         strict.fit()
 

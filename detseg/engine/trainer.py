@@ -66,7 +66,8 @@ class TrainConfig:
     ``max_bad_fraction`` is the share of samples of one
     epoch allowed to fail loading before the run stops. ``roi_samples`` sets how many proposals
     per image the R-CNN box head samples while training (torchvision's 512); fewer is cheaper,
-    and inference is unchanged.
+    and inference is unchanged. Validation metrics are computed every ``eval_interval`` epochs
+    and after the last one (``0``: never, validation losses only).
     """
 
     model: str | None
@@ -100,6 +101,7 @@ class TrainConfig:
     val_split: str = "val"
     max_bad_fraction: float = 0.1
     eval_max_images: int | None = None
+    eval_interval: int = 1
     roi_samples: int | None = None
     plots: bool = True
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -383,7 +385,15 @@ class Trainer:
         from detseg.weights import resolve_weights
 
         loaded = resolve_weights(weights, preset=self.config.model)
-        skipped = load_matching_state_dict(model, loaded.state_dict)
+        own = model.state_dict()
+        extra = sorted(k for k in loaded.state_dict if k not in own)
+        state = {k: v for k, v in loaded.state_dict.items() if k in own}
+        if extra:
+            # e.g. a Mask R-CNN checkpoint starting a Faster R-CNN: its mask head is not used.
+            heads = sorted({k.rsplit(".", 2)[0] for k in extra})
+            self._message(f"{loaded.source}: ignored {len(extra)} tensors this model does not "
+                          f"have ({', '.join(heads[:4])}{', ...' if len(heads) > 4 else ''})")
+        skipped = load_matching_state_dict(model, state)
         if skipped:
             self._message(f"loaded {loaded.source}; replaced {len(skipped)} tensors whose shape "
                           f"differs (class-count heads): {', '.join(skipped)}")
@@ -697,21 +707,19 @@ class Trainer:
         """Stop after the current optimizer step, saving ``last.pt`` (what Ctrl-C does)."""
         self._stop.set()
 
-    def fitness(self, row: dict[str, float]) -> float:
-        """The number ``best.pt`` maximises: the task metric, else minus the validation loss."""
-        key = FITNESS_KEYS[self.task]
-        if f"metrics/{key}" in row:
-            return row[f"metrics/{key}"]
+    def fitness(self, row: dict[str, float]) -> float | None:
+        """The number ``best.pt`` maximises: the task metric (``None`` in an epoch without
+        metrics), or minus the validation loss when metrics are off."""
+        if self.config.eval_interval > 0:
+            return row.get(f"metrics/{FITNESS_KEYS[self.task]}")
         return -row.get("val/loss", float("inf"))
 
     def fitness_key(self) -> str:
-        return FITNESS_KEYS[self.task] if self._has_metrics() else "-val/loss"
+        return FITNESS_KEYS[self.task] if self.config.eval_interval > 0 else "-val/loss"
 
-    @staticmethod
-    def _has_metrics() -> bool:
-        import importlib.util
-
-        return importlib.util.find_spec("detseg.eval.runner") is not None
+    def _metrics_due(self, epoch: int) -> bool:
+        every = self.config.eval_interval
+        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.config.epochs)
 
     def fit(self) -> TrainResult:
         """Train until ``config.epochs``, early stopping, or a stop request."""
@@ -755,13 +763,13 @@ class Trainer:
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({f"train/{k}": v for k, v in train_losses.items()})
         row.update({f"val/{k}": v for k, v in self._validation_losses().items()})
-        if self._has_metrics():
+        if self._metrics_due(epoch):
             row.update({f"metrics/{k}": v for k, v in self._validation_metrics().items()})
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["time_s"] = time.perf_counter() - t0
         self.history.append(row)
         fit = self.fitness(row)
-        improved = self.best_fitness is None or fit > self.best_fitness
+        improved = fit is not None and (self.best_fitness is None or fit > self.best_fitness)
         if improved:
             self.best_fitness, self.best_epoch = fit, epoch + 1
         if self.dist.is_main:
