@@ -77,3 +77,32 @@ def spec_for_dataset(spec: ModelSpec, class_names: list[str], category_ids: list
     if input_size:
         data["input_size"] = int(input_size)
     return ModelSpec.from_dict(data)
+
+
+def ship_weights(best: str | Path, name: str, weights_dir: str | Path = "weights",
+                 description: str = "", command: str = "") -> dict[str, Any]:
+    """Export checkpoint ``best`` as ``weights_dir/NAME.pt`` (fp16) and record it in
+    ``weights_dir/manifest.json`` (file, sha256, task, family, backbone; other keys such as
+    ``metrics`` are kept). Returns the manifest entry."""
+    import hashlib
+    import json
+
+    weights_dir = Path(weights_dir)
+    dst = export_weights(best, weights_dir / f"{name}.pt", half=True)
+    from detseg.weights import load_checkpoint
+
+    spec = load_checkpoint(dst).spec
+    manifest_path = weights_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    entry = dict(manifest.get(name, {}))
+    entry.update(file=dst.name, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(),
+                 task=spec.task, family=spec.family, backbone=spec.backbone)
+    if description:
+        entry["description"] = description
+    if command:
+        entry["command"] = command
+    manifest[name] = entry
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(manifest_path)
+    return entry

@@ -282,6 +282,32 @@ def model_task(model_name: str | None, weights: str | None) -> str:
     return model_info(model_name)["task"]
 
 
+class _Shard(torch.utils.data.Dataset):
+    """The samples ``indices`` of ``dataset``; other attributes (``to_coco``, ``class_names``)
+    are the whole dataset's."""
+
+    def __init__(self, dataset: Any, indices: list[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "indices"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def _flat_metrics(raw: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of an ``evaluate_model`` result (``bbox_AP``, ``mIoU``, ...)."""
+    return {k: float(v) for k, v in raw.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class Trainer:
     """Trains one model on one dataset; see the module docstring for what it writes."""
 
@@ -671,17 +697,52 @@ class Trainer:
             self.ddp_model = wrapped
 
     def _validation_metrics(self) -> dict[str, float]:
-        """Task metrics on the validation split (``detseg.eval.runner``), gathered on rank 0."""
+        """Task metrics on the validation split (``detseg.eval.runner``).
+
+        Under DDP every rank predicts its share of the images; predictions (detection) or
+        confusion matrices (semantic) are gathered and rank 0 scores them all.
+        """
         from detseg.eval.runner import evaluate_model
 
+        cfg = self.config
+        n = len(self.val_set) if cfg.eval_max_images is None else \
+            min(cfg.eval_max_images, len(self.val_set))
         self.model.eval()
+        if not self.dist.enabled:
+            raw = evaluate_model(self.model, self.val_set, batch_size=cfg.batch_size,
+                                 device=self.device, max_images=n)
+            return _flat_metrics(raw)
+        shard = _Shard(self.val_set, shard_indices(n, self.dist.rank, self.dist.world_size))
+        raw = evaluate_model(self.model, shard, batch_size=cfg.batch_size,
+                             device=self.device) if len(shard) else {}
+        if self.task == "semantic":
+            part = raw.get("details", {}).get("confusion_matrix")
+        else:
+            part = raw.get("predictions", [])
+        parts = ddp.gather_objects(part)
         metrics: dict[str, float] = {}
         if self.dist.is_main:
-            raw = evaluate_model(self.model, self.val_set, batch_size=self.config.batch_size,
-                                 device=self.device, max_images=self.config.eval_max_images,
-                                 progress=None)
-            metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+            metrics = self._score_gathered(parts, n)
         return ddp.gather_objects(metrics)[0]
+
+    def _score_gathered(self, parts: list[Any], n: int) -> dict[str, float]:
+        """Metrics of the predictions (or confusion matrices) gathered from every rank."""
+        if self.task == "semantic":
+            from detseg.eval.pixels import ConfusionMatrix
+
+            cm = ConfusionMatrix(self.spec.num_classes, class_names=self.spec.names())
+            cm.matrix = torch.as_tensor(sum(p for p in parts if p is not None))
+            return {k: float(v) for k, v in cm.compute().items()
+                    if isinstance(v, (int, float))}
+        from detseg.eval.runner import score_detections
+
+        gt = self.val_set.to_coco()
+        ids = {im["id"] for im in gt["images"][:n]}
+        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+              "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+        iou_types = ("bbox", "segm") if self.task == "instance" else ("bbox",)
+        evals = score_detections(gt, [p for part in parts for p in part], iou_types)
+        return {f"{t}_{k}": float(v) for t, m in evals.items() for k, v in m.stats.items()}
 
     # ---------------------------------------------------------------- loop
     @contextlib.contextmanager
