@@ -103,7 +103,7 @@ def random_bbox_case(seed: int) -> tuple[dict, list[dict]]:
         n_det = int(rng.integers(0, 16)) if rng.random() > 0.15 else 0
         crowded = rng.random() < 0.05             # > 100 in one group: truncation at maxDets
         if crowded:
-            n_det = 130
+            n_det = 110
         for _ in range(n_det):
             if gts and rng.random() < 0.7:
                 g = gts[int(rng.integers(len(gts)))]

@@ -8,11 +8,14 @@ computed with numpy over whole arrays instead of Python loops over (image, categ
    ``max_dets[-1]`` per group are kept (score ties keep file order, like pycocotools'
    stable mergesort);
 2. IoUs of every (detection, ground truth) pair of a group are computed in batched blocks and
-   only pairs with IoU >= 0.5 (the lowest threshold) are kept;
+   only pairs with IoU >= 0.5 (the lowest threshold) are kept (segm: pairs whose mask areas
+   rule out 0.5 are skipped, the rest go to pycocotools' C mask IoU, one call per image);
 3. the greedy matching runs for all 10 IoU thresholds x 4 area ranges x all groups at once,
    stepping through the detections' rank within their group;
-4. precision/recall are accumulated with one cumulative sum per (area range, max dets) over all
-   categories, and the 101-point interpolation is read off with segmented searches.
+4. precision/recall are accumulated per (area range, max dets) over all categories at once,
+   from the true positives only (precision rises only there): counts of counted detections
+   before each true positive come from one cumulative sum, and the 101-point interpolation is
+   read off with segmented maxima.
 
 pycocotools behaviour kept on purpose (documented so nobody "fixes" it):
 - a ground truth is ignored iff ``iscrowd`` (an ``ignore`` key is overwritten by pycocotools,
@@ -33,6 +36,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +140,8 @@ def _rles_for_image(segs: list, height: int, width: int) -> list[dict]:
             out[j] = segmentation_to_rle(seg, height, width)
     if parts:
         rles = mask_utils.frPyObjects(parts, height, width)
-        for j, start, count in owners:
-            out[j] = mask_utils.merge(rles[start:start + count])
+        for j, start, count in owners:  # merging a single part returns it unchanged
+            out[j] = rles[start] if count == 1 else mask_utils.merge(rles[start:start + count])
     return out
 
 
@@ -290,7 +294,11 @@ def _valid_segmentation(seg: Any, height: int, width: int) -> bool:
 
 def _check_rle_sizes(rles: list[dict], heights: np.ndarray, widths: np.ndarray,
                      where: str) -> None:
-    sizes = np.array([r["size"] for r in rles], dtype=np.int64).reshape(-1, 2)
+    listed = list(map(itemgetter("size"), rles))
+    if rles and set(map(len, listed)) != {2}:
+        raise ValueError("an RLE size is not [height, width]")
+    sizes = np.fromiter(chain.from_iterable(listed), dtype=np.int64,
+                        count=2 * len(rles)).reshape(-1, 2)
     bad = (sizes[:, 0] != heights) | (sizes[:, 1] != widths)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -431,7 +439,12 @@ def _result_rles(res: list, gt: _GroundTruth, img_pos: np.ndarray, box: np.ndarr
     """Results' masks as compressed RLEs; a result without one gets its box polygon (loadRes)."""
     heights, widths = gt.heights[img_pos], gt.widths[img_pos]
     rles: list[Any] = [r.get("segmentation") for r in res]
-    for i, seg in enumerate(rles):
+    try:  # fast path: every result carries a compressed RLE
+        counts_types = set(map(type, map(itemgetter("counts"), rles)))
+        compressed = counts_types <= {str, bytes}
+    except (KeyError, TypeError):
+        compressed = False
+    for i, seg in enumerate(rles if not compressed else ()):
         if type(seg) is dict and type(seg.get("counts")) in (str, bytes) and "size" in seg:
             continue
         if seg is None:
