@@ -165,9 +165,27 @@ def test_model_on_shapes_writes_metrics(family, task, shapes_root, tmp_path):
         assert COCOEvaluator(gt, "bbox").evaluate(predictions).stats == metrics["bbox"]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with ``Range: bytes=N-`` support (206), recording the ranges asked for."""
+
+    ranges: list[str] = []
+
     def log_message(self, *args: object) -> None:
         pass
+
+    def send_head(self):
+        asked = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not asked or not path.is_file():
+            return super().send_head()
+        type(self).ranges.append(asked)
+        start = int(asked.split("=")[1].rstrip("-"))
+        data = path.read_bytes()
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        return io.BytesIO(data[start:])
 
 
 def _zip_bytes(files: dict[str, bytes]) -> bytes:
@@ -192,15 +210,20 @@ def test_coco_download_from_a_local_server(tmp_path, monkeypatch):
           "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
     (served / "annotations" / "annotations_trainval2017.zip").write_bytes(
         _zip_bytes({"annotations/instances_val2017.json": json.dumps(gt).encode()}))
-    handler = functools.partial(_QuietHandler, directory=str(served))
+    handler = functools.partial(_RangeHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         monkeypatch.setenv("DETSEG_COCO_URL_BASE", f"http://127.0.0.1:{server.server_port}")
         root = tmp_path / "coco"
+        # An interrupted earlier transfer: the next run resumes it with a Range request.
+        root.mkdir()
+        images_zip = (served / "zips" / "val2017.zip").read_bytes()
+        (root / "val2017.zip.part").write_bytes(images_zip[: len(images_zip) // 2])
         res = CliRunner().invoke(app, ["eval", "--dataset", "coco", "--data-root", str(root),
                                        "--download"])
+        assert _RangeHandler.ranges == [f"bytes={len(images_zip) // 2}-"]
         assert res.exit_code == 0, res.output
         assert (root / "val2017" / "000000000001.jpg").is_file()
         assert json.loads((root / "annotations" / "instances_val2017.json").read_text()) == gt
