@@ -214,3 +214,27 @@ def test_weights_file_rebuilds_model_and_transfers_to_new_classes(tmp_path) -> N
     assert torch.equal(other.state_dict()[key], model.state_dict()[key])
     with pytest.raises(ModelBuildError, match="not unet"):
         build_model("unet", weights=str(path))
+
+
+def test_preset_weights_load_strictly_or_transfer(monkeypatch) -> None:
+    """A torchvision state dict (no spec) for a preset: strict load, or a new head."""
+    import detseg.weights
+    from detseg.weights import LoadedWeights
+
+    reference = build_model("lraspp_mobilenet_v3_large").state_dict()
+    asked = []
+
+    def fake_resolve(weights, preset=None):
+        asked.append((weights, preset))
+        return LoadedWeights(state_dict=reference, spec=None, source="test")
+
+    monkeypatch.setattr(detseg.weights, "resolve_weights", fake_resolve)
+    model = build_model("lraspp_mobilenet_v3_large", weights="DEFAULT")
+    assert asked == [("DEFAULT", "lraspp_mobilenet_v3_large")]
+    assert model.spec.class_names[:2] == ["__background__", "aeroplane"]
+    key = "classifier.high_classifier.weight"
+    assert torch.equal(model.state_dict()[key], reference[key])
+    new = build_model("lraspp_mobilenet_v3_large", weights="DEFAULT", num_classes=3)
+    assert new.state_dict()[key].shape[0] == 3
+    key = "backbone.0.0.weight"
+    assert torch.equal(new.state_dict()[key], reference[key])
