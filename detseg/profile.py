@@ -1,10 +1,11 @@
 """Measure a model: parameters, FLOPs, latency percentiles, throughput and peak memory.
 
-FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass (a
-multiply-add counts as 2 FLOPs, the convention of fvcore/torchinfo "mult-adds" x 2). Latency is
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass (one
+multiply-add counts as 2 FLOPs; ops it has no formula for, like NMS, count 0). Latency is
 wall time of one forward pass of a whole batch after warm-up, with the device synchronized
 before each clock read. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the peak
-resident set size of the process (``getrusage``) on CPU.
+resident set size of the process during the timed passes on CPU (Linux ``VmHWM`` after a reset;
+elsewhere the whole process life).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,8 +117,22 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _reset_peak_rss() -> None:
+    """Restart the peak-RSS count where the OS allows it (Linux: ``clear_refs`` 5)."""
+    # not Linux, or not permitted: the peak then covers the whole process life
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size in MiB: Linux ``VmHWM`` (since ``_reset_peak_rss``), else
+    ``getrusage`` (the whole process life; KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -142,6 +158,8 @@ def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
                 else contextlib.nullcontext())
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        _reset_peak_rss()
     times = []
     with torch.inference_mode(), autocast:
         for _ in range(warmup):
