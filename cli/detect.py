@@ -108,9 +108,21 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if info.is_main and save_masks and predictor.task == "detect":
         warn(f"{predictor.spec.family} predicts no masks; --save-masks writes nothing")
 
+    if info.is_main and save_txt and semantic:
+        warn("--save-txt writes YOLO boxes; a semantic model has none (use --save-masks)")
+
     dist.init_distributed(info, predictor.device)
-    run_dir = Path(dist.gather_objects(
-        str(new_run_dir(command, name, out)) if info.is_main else None)[0])
+    created: str | UsageError | None = None
+    if info.is_main:
+        try:
+            created = str(new_run_dir(command, name, out))
+        except UsageError as err:
+            created = err
+    shared = dist.gather_objects(created)[0]  # every rank learns rank 0's folder, or its error
+    if isinstance(shared, UsageError):
+        dist.shutdown_distributed()
+        raise shared
+    run_dir = Path(shared)
     images, videos = found.images, found.videos
     ids = dict(zip(images, image_ids(images), strict=True))
     stems = dict(zip(images + videos, output_stems(images + videos), strict=True))
