@@ -180,6 +180,23 @@ def _ignore_sigint_in_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``1 - mean soft Dice`` over the classes present in ``target`` or predicted.
+
+    ``logits``: ``N x C x H x W``; ``target``: ``N x H x W`` class indices (``255`` ignored).
+    Counters the background's dominance in cross-entropy on images with small objects.
+    """
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    probs = logits.softmax(1) * valid
+    onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1])
+    onehot = onehot.permute(0, 3, 1, 2).to(probs.dtype) * valid
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = (2 * inter + eps) / (total + eps)
+    return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> this rank's CUDA device if there is one, else CPU; otherwise ``name``."""
     if name == "auto":
@@ -557,8 +574,9 @@ class Trainer:
             x, y = semantic_batch([_float_image(im) for im in batch.images], batch.targets,
                                   self._normalize)
             x, y = x.to(self.device), y.to(self.device)
-            logits = semantic_logits(self.ddp_model(x))
-            return {"loss_ce": F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX)}
+            logits = semantic_logits(self.ddp_model(x)).float()
+            return {"loss_ce": F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX),
+                    "loss_dice": soft_dice_loss(logits, y)}
         images, targets = self._to_device_detection(batch)
         return self.ddp_model(images, targets)
 
