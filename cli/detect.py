@@ -107,7 +107,6 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and save_masks and predictor.task == "detect":
         warn(f"{predictor.spec.family} predicts no masks; --save-masks writes nothing")
-
     if info.is_main and save_txt and semantic:
         warn("--save-txt writes YOLO boxes; a semantic model has none (use --save-masks)")
 
