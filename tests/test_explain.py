@@ -142,35 +142,37 @@ def test_cli_writes_pngs_and_lists_layers(shapes_image: Path, tmp_path: Path) ->
     assert "no layer named 'backbone.nope'" in str(bad.exception)
 
 
-def _shipped(name: str) -> str:
-    """The manifest name if its weight file is in weights/, else skip with the reason."""
-    entry = load_manifest().get(name)
-    if entry is None:
-        pytest.skip(f"{name} is not in weights/manifest.json yet (the TRAIN engineer ships it)")
-    if not (shipped_dir() / entry.file_name).is_file():
-        pytest.skip(f"{name}: weights/{entry.file_name} is not shipped yet")
-    return name
+def _shipped(*names: str) -> str:
+    """The first of ``names`` whose weight file is in weights/, else skip saying why."""
+    manifest = load_manifest()
+    for name in names:
+        entry = manifest.get(name)
+        if entry is not None and (shipped_dir() / entry.file_name).is_file():
+            return name
+    pytest.skip(f"none of {', '.join(names)} is shipped in weights/ yet (the TRAIN engineer "
+                "adds them with their manifest entries)")
 
 
 @pytest.fixture(scope="module")
 def shapes_val(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """A 256 px shapes image: a big and a small star, a circle, a tiny triangle."""
     root = generate_shapes(tmp_path_factory.mktemp("shapes_val"), train=0, val=1, size=256,
                            seed=7, workers=1)
     return read_image(next((root / "images" / "val").iterdir()))
 
 
 def test_occluding_the_object_lowers_its_score_shipped_detector(shapes_val: np.ndarray) -> None:
-    model = build_model(weights=_shipped("shapes-faster_rcnn")).eval()
-    result = occlusion(model, shapes_val, target="0", patch=32, stride=16)
+    model = build_model(weights=_shipped("shapes-faster_rcnn", "shapes-mask_rcnn")).eval()
+    result = occlusion(model, shapes_val, target="0", patch=64, stride=64)  # 4 x 4 patches
     target = result.target
-    assert target.base_score > 0.5
+    assert target.base_score > 0.3
     x0, y0, x1, y1 = (round(v) for v in target.box)
     heat = result.heatmap
     inside = heat[y0:y1, x0:x1].mean()
-    outside = np.ones_like(heat, bool)
-    outside[max(0, y0 - 32):y1 + 32, max(0, x0 - 32):x1 + 32] = False
-    assert inside > 0.1 and inside > 3 * max(heat[outside].mean(), 0.0)
-    # greying the whole box removes the detection (or most of its score)
+    away = np.ones_like(heat, bool)
+    away[max(0, y0 - 32):y1 + 32, max(0, x0 - 32):x1 + 32] = False
+    assert inside > 0.05 and inside > 2 * heat[away].mean()
+    # greying the whole box removes the detection, or most of its score
     grey = shapes_val.copy()
     grey[y0:y1, x0:x1] = 128
     with torch.no_grad():
@@ -182,16 +184,19 @@ def test_occluding_the_object_lowers_its_score_shipped_detector(shapes_val: np.n
 
 
 def test_occluding_the_object_lowers_its_score_shipped_segmenter(shapes_val: np.ndarray) -> None:
-    model = build_model(weights=_shipped("shapes-unet")).eval()
-    result = occlusion(model, shapes_val, patch=32, stride=16)
-    assert result.target.index != 0 and result.target.base_score > 0.5
+    model = build_model(weights=_shipped("shapes-unet", "shapes-segnet")).eval()
+    result = occlusion(model, shapes_val, patch=32, stride=32)  # 8 x 8 patches
+    target = result.target
+    assert target.index != 0 and target.base_score > 0.5
+    image = torch.from_numpy(shapes_val).permute(2, 0, 1).float()[None] / 255
+    mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pred = model((image - mean) / std).argmax(1)[0].numpy()
+    on = pred == target.index
+    near = cv2.dilate(on.astype(np.uint8), np.ones((33, 33), np.uint8)) > 0
     heat = result.heatmap
-    assert heat.max() > 0.2
-    peak_y, peak_x = np.unravel_index(heat.argmax(), heat.shape)
-    logits = model(((torch.from_numpy(shapes_val).permute(2, 0, 1).float() / 255)[None]
-                    - torch.tensor(model.spec.mean).view(1, 3, 1, 1))
-                   / torch.tensor(model.spec.std).view(1, 3, 1, 1))
-    pred = logits.argmax(1)[0].numpy()
-    ys, xs = np.nonzero(pred == result.target.index)
-    # the most sensitive place is on (or right next to) the explained class' pixels
-    assert np.min(np.abs(ys - peak_y) + np.abs(xs - peak_x)) <= 16
+    # covering the class' own pixels lowers its probability; covering far-away pixels hardly
+    assert heat[on].mean() > 0.01 and heat[on].mean() > 3 * max(heat[~near].mean(), 0.0)
+    peak = np.unravel_index(heat.argmax(), heat.shape)
+    assert near[peak]
