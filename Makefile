@@ -8,7 +8,7 @@ DETSEG := $(VENV)/bin/detseg
 SHAPES := data/shapes
 WEIGHTS_RUNS := runs/weights
 # One training process per core at most; each uses one thread.
-TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --imgsz 256 --seed 0 --threads 1
+TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --seed 0 --threads 1
 SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2])'
 
 .PHONY: install test demo lint bench weights clean
@@ -45,24 +45,24 @@ weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out data/shapes-ft --train 100 --val 10 --seed 0
 	rm -rf $(WEIGHTS_RUNS)
-	$(TRAIN) --model unet --data-root $(SHAPES) --epochs 3 --batch-size 8 --crop 128 \
-		--optimizer adamw --lr 0.003 --warmup-epochs 0.2 --augment light --eval-max-images 50 \
+	$(TRAIN) --model unet --data-root $(SHAPES) --epochs 9 --batch-size 8 --imgsz 128 \
+		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
 		--out $(WEIGHTS_RUNS)/shapes-unet
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet/best.pt shapes-unet
-	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --epochs 1 --batch-size 4 \
+	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --imgsz 256 --epochs 1 --batch-size 4 \
 		--optimizer adamw --lr 0.001 --warmup-epochs 0.1 --augment light --roi-samples 128 \
 		--eval-max-images 20 --out $(WEIGHTS_RUNS)/shapes-mask_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt shapes-mask_rcnn
-	$(TRAIN) --model segnet --data-root $(SHAPES) --epochs 3 --batch-size 8 --crop 128 \
-		--optimizer adamw --lr 0.003 --warmup-epochs 0.2 --augment light --eval-max-images 50 \
+	$(TRAIN) --model segnet --data-root $(SHAPES) --epochs 9 --batch-size 8 --imgsz 128 \
+		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
 		--out $(WEIGHTS_RUNS)/shapes-segnet
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet/best.pt shapes-segnet
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt \
-		--data-root data/shapes-ft --epochs 1 --batch-size 4 --optimizer adamw --lr 0.0003 \
+		--data-root data/shapes-ft --imgsz 256 --epochs 1 --batch-size 4 --optimizer adamw --lr 0.0003 \
 		--warmup-epochs 0 --augment light --roi-samples 128 --eval-max-images 10 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn/best.pt shapes-faster_rcnn
-	$(TRAIN) --model ssd --data-root $(SHAPES) --epochs 1 --batch-size 8 --optimizer adamw \
+	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 2 --batch-size 8 --optimizer adamw \
 		--lr 0.002 --warmup-epochs 0.1 --augment light --eval-max-images 20 \
 		--model-option 'scales=[0.04,0.1,0.25,0.4,0.55,0.7,0.85]' \
 		--out $(WEIGHTS_RUNS)/shapes-ssd

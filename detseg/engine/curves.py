@@ -6,9 +6,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+# Metric columns worth a panel; the others (AR, per-size AP, counts) stay in results.csv.
+MAIN_METRICS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "mIoU", "mDice", "pixel_acc")
+
 
 def plot_results(history: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Plot every ``train/``, ``val/`` and ``metrics/`` column of ``history`` against the epoch.
+    """Plot the ``train/`` and ``val/`` losses and the main ``metrics/`` columns of ``history``
+    (``MAIN_METRICS``) against the epoch.
 
     Training and validation curves of the same loss share a panel. Returns ``path``.
     """
@@ -26,7 +30,7 @@ def plot_results(history: Sequence[dict[str, float]], path: str | Path) -> Path:
                 panels.setdefault(f"loss: {name}", [])
                 if key not in panels[f"loss: {name}"]:
                     panels[f"loss: {name}"].append(key)
-            elif prefix == "metrics":
+            elif prefix == "metrics" and name in MAIN_METRICS:
                 panels.setdefault(name, [key])
     n = max(1, len(panels))
     cols = min(4, n)
