@@ -237,12 +237,14 @@ def colorize(heat: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
-def overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a [0, 1] heatmap (any size; resized) over the image."""
+def overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """Blend a [0, 1] heatmap (any size; resized) over the image, more opaque where hotter
+    (opacity ``alpha * (0.2 + 0.8 * heat)``), so cold areas keep showing the image."""
     height, width = image_rgb.shape[:2]
     if heat.shape != (height, width):
         heat = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    blended = (1 - alpha) * image_rgb.astype(np.float32) + alpha * colorize(heat)
+    opacity = (alpha * (0.2 + 0.8 * np.clip(heat, 0, 1)))[..., None]
+    blended = (1 - opacity) * image_rgb.astype(np.float32) + opacity * colorize(heat)
     return blended.round().astype(np.uint8)
 
 
@@ -427,7 +429,8 @@ def occlusion(model: nn.Module, image_rgb: np.ndarray, target: str | int | None 
     patch = patch or max(4, side // 8)
     stride = stride or max(1, patch // 2)
     heat = occlusion_map(score_function(model, image, tgt), image, patch, stride, batch_size)
-    shown = np.clip(heat, 0, None)
+    # the picture smooths the patch-grid steps (sigma = half the stride); the heatmap stays raw
+    shown = cv2.GaussianBlur(np.clip(heat, 0, None), (0, 0), sigmaX=max(stride / 2, 0.5))
     shown = shown / shown.max() if shown.max() > 0 else shown
     picture = _mark_target(overlay(image_rgb, shown), tgt)
     return Explanation("occlusion", {f"occlusion_{_target_stem(tgt)}": picture}, target=tgt,
