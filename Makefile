@@ -35,7 +35,7 @@ bench: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(DETSEG) dataset shapes --out $(DEMO_DIR)/data --train 0 --val 4 --seed 7
-	$(DETSEG) detect $(DEMO_DIR)/data/images/val --weights shapes-mask_rcnn --conf 0.5 \
+	$(DETSEG) detect $(DEMO_DIR)/data/images/val --weights shapes-mask_rcnn --conf 0.3 \
 		--out $(DEMO_DIR)/detect
 	$(DETSEG) segment $(DEMO_DIR)/data/images/val --weights shapes-unet --out $(DEMO_DIR)/segment
 	@echo "demo images: $(DEMO_DIR)/detect and $(DEMO_DIR)/segment"
