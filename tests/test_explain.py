@@ -187,7 +187,7 @@ def test_occluding_the_object_lowers_its_score_shipped_segmenter(shapes_val: np.
     model = build_model(weights=_shipped("shapes-unet", "shapes-segnet")).eval()
     result = occlusion(model, shapes_val, patch=32, stride=32)  # 8 x 8 patches
     target = result.target
-    assert target.index != 0 and target.base_score > 0.5
+    assert target.index != 0 and target.base_score > 0.2
     image = torch.from_numpy(shapes_val).permute(2, 0, 1).float()[None] / 255
     mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
