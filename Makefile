@@ -62,8 +62,8 @@ weights: $(STAMP)
 		--warmup-epochs 0 --augment light --roi-samples 128 --eval-max-images 10 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn/best.pt shapes-faster_rcnn
-	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 2 --batch-size 8 --optimizer adamw \
-		--lr 0.002 --warmup-epochs 0.1 --augment light --eval-max-images 20 \
+	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 8 --batch-size 8 --optimizer adamw \
+		--lr 0.002 --warmup-epochs 0.5 --augment light --eval-max-images 20 \
 		--model-option 'scales=[0.04,0.1,0.25,0.4,0.55,0.7,0.85]' \
 		--out $(WEIGHTS_RUNS)/shapes-ssd
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd/best.pt shapes-ssd
