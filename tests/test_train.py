@@ -80,15 +80,16 @@ def test_warmup_then_cosine_schedule() -> None:
                                     "segnet"])
 def test_training_lowers_the_loss(family: str, shapes_root: Path, tmp_path: Path) -> None:
     lr = 0.05 if family in ("unet", "segnet") else 0.01
-    trainer = Trainer(_config(shapes_root, family, epochs=2, lr=lr), tmp_path,
+    epochs = 2 if family in ("unet", "segnet") else 3  # detector losses are noisier
+    trainer = Trainer(_config(shapes_root, family, epochs=epochs, lr=lr), tmp_path,
                       handle_sigint=False)
     result = trainer.fit()
     losses = [row["train/loss"] for row in result.history]
-    assert result.status == "completed" and len(losses) == 2
+    assert result.status == "completed" and len(losses) == epochs
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
-    assert (tmp_path / "results.csv").read_text().count("\n") == 3
+    assert (tmp_path / "results.csv").read_text().count("\n") == epochs + 1
 
 
 class _StopAt(TrainCallback):
