@@ -9,7 +9,8 @@ timed region. The configurations are run in turn ``--repeats`` times; the best t
 is kept (the machine may be shared).
 
 Model: ``--weights``, else ``shapes-faster_rcnn`` when the manifest lists it, else a seeded
-random tiny ``faster_rcnn`` at the image size.
+random tiny ``faster_rcnn`` at the image size. Both sides keep ``--max-det`` boxes above
+``--conf`` per image and draw them (a random model scores about 0.22 everywhere).
 
     python bench/infer_speed.py                 # 64 images, 300 frames, batch 8, CPU
     python bench/infer_speed.py --device cuda --half
@@ -36,7 +37,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--size", type=int, default=160, help="image and frame side (pixels)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--conf", type=float, default=0.2)
+    parser.add_argument("--max-det", type=int, default=10, help="boxes kept (and drawn) per image")
     parser.add_argument("--weights", default=None,
                         help=f"a detseg checkpoint or manifest name (default: {SHIPPED} when "
                              f"the manifest has it, else a random tiny faster_rcnn)")
@@ -83,17 +85,18 @@ def _checkpoint(root: Path, weights: str | None, size: int) -> str:
 def _warm_up(folder: Path, weights: str, args) -> None:
     """Import everything and run each side once, untimed, so neither pays first-call costs."""
     image = sorted(folder.glob("*.jpg"))[0]
-    model = _baseline_model(weights, args.device, args.conf)
+    model = _baseline_model(weights, args)
     _forward(model, cv2.imread(str(image))[..., ::-1].copy(), args.device, args.half)
     with tempfile.TemporaryDirectory(prefix="detseg-bench-warm-") as tmp:
         detseg_detect(image, Path(tmp) / "out", weights, 1, args)
 
 
-def _baseline_model(weights: str, device: str, conf: float):
+def _baseline_model(weights: str, args):
     from detseg.models import build_model
 
-    model = build_model(weights=weights).eval().to(device)
-    model.roi_heads.score_thresh = conf
+    model = build_model(weights=weights).eval().to(args.device)
+    model.roi_heads.score_thresh = args.conf
+    model.roi_heads.detections_per_img = args.max_det
     return model
 
 
@@ -112,12 +115,12 @@ def _forward(model, rgb: np.ndarray, device: str, half: bool) -> dict:
     x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div(255)
     with torch.inference_mode(), torch.autocast("cuda", enabled=half):
         out = model([x])[0]
-    return {k: v.float().cpu() for k, v in out.items()}
+    return {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()}
 
 
 def baseline_images(folder: Path, out: Path, weights: str, args) -> float:
     began = time.perf_counter()
-    model = _baseline_model(weights, args.device, args.conf)
+    model = _baseline_model(weights, args)
     names = model.spec.names()
     out.mkdir(parents=True)
     for path in sorted(folder.glob("*.jpg")):
@@ -129,7 +132,7 @@ def baseline_images(folder: Path, out: Path, weights: str, args) -> float:
 
 def baseline_video(video: Path, out: Path, weights: str, args) -> float:
     began = time.perf_counter()
-    model = _baseline_model(weights, args.device, args.conf)
+    model = _baseline_model(weights, args)
     names = model.spec.names()
     out.mkdir(parents=True)
     cap = cv2.VideoCapture(str(video))
@@ -151,7 +154,8 @@ def detseg_detect(source: Path, out: Path, weights: str, batch: int, args) -> fl
     from detseg.cli.main import main
 
     argv = ["detseg", "detect", str(source), "--weights", weights, "--device", args.device,
-            "--conf", str(args.conf), "-b", str(batch), "--out", str(out), "--quiet"]
+            "--conf", str(args.conf), "--max-det", str(args.max_det), "-b", str(batch),
+            "--out", str(out), "--quiet"]
     if args.half:
         argv.append("--half")
     saved, sys.argv = sys.argv, argv

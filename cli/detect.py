@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,10 +202,11 @@ def _predict_images(predictor, images, writer, ids, stems, progress, on_error) -
     if not images:
         return
     task = progress.add_task("images", total=len(images), rate="")
-    for result in predictor.predict_paths(images, on_error=on_error):
+    began = time.perf_counter()
+    for done, result in enumerate(predictor.predict_paths(images, on_error=on_error), 1):
         writer.add(result, ids[result.path], stems[result.path])
-        speed = progress.tasks[task].speed
-        progress.update(task, advance=1, rate=f"{speed:.1f} img/s" if speed else "")
+        rate = done / max(time.perf_counter() - began, 1e-9)
+        progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
     progress.update(task, completed=len(images))
 
 

@@ -121,7 +121,8 @@ class Predictor:
             SSD: square side; semantic: longer side). ``None`` keeps the model's own size.
         batch_size: images per forward pass.
         half: autocast in float16 on CUDA (ignored on CPU; see ``half_active``).
-        workers: image-decoding threads (default ``min(4, cpu count)``).
+        workers: image-decoding threads (default: half the CPU cores, 1 to 4; decoding is cheap
+            next to the model, and spare cores keep torch's own threads running).
     """
 
     def __init__(self, model: str | nn.Module | None = None, weights: str | None = None,
@@ -148,7 +149,7 @@ class Predictor:
         self.imgsz = imgsz
         self.batch_size = batch_size
         self.half_active = bool(half) and self.device.type == "cuda"
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
         self._channels_last = self.device.type == "cuda" and self.task == "semantic"
         self.model.eval().to(self.device)
         if self._channels_last:
