@@ -185,8 +185,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         raise typer.Exit(1)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def _progress(enabled: bool):
@@ -276,19 +276,20 @@ def _summary(total: _RankReport, predictor, run_dir: Path, save_json: bool,
     saved = []
     files = total.files
     if files["images"]:
-        saved.append(f"{files['images']} annotated images")
+        saved.append(_plural(files["images"], "annotated image"))
     if save_json:
-        saved.append(f"predictions.json ({total.json_entries} entries)")
+        saved.append(f"predictions.json ({_plural(total.json_entries, 'entry', 'entries')})")
     if files["labels"]:
-        saved.append(f"{files['labels']} label files in labels/")
+        saved.append(_plural(files["labels"], "label file") + " in labels/")
     if files["masks"]:
-        saved.append(f"{files['masks']} mask PNGs in masks/")
+        saved.append(_plural(files["masks"], "mask PNG") + " in masks/")
     if files["videos"]:
-        saved.append(f"{files['videos']} annotated videos")
+        saved.append(_plural(files["videos"], "annotated video"))
     if files["jsonl"]:
-        saved.append(f"{files['jsonl']} frame JSONL files")
-    console.print(f"{total.images} images, {total.frames} video frames; saved "
-                  f"{', '.join(saved) or 'nothing'} in {run_dir}", highlight=False)
+        saved.append(_plural(files["jsonl"], "frame JSONL file"))
+    counted = f"{_plural(total.images, 'image')}, {_plural(total.frames, 'video frame')}"
+    console.print(f"{counted}; saved {', '.join(saved) or 'nothing'} in {run_dir}",
+                  highlight=False)
 
 
 def _command(command: str):
