@@ -145,11 +145,16 @@ class IoUCrop(v2.RandomIoUCrop):
         return super().transform(inpt, params)
 
 
+def _light_ops() -> list[Any]:
+    """The ``light`` preset, the same for detection and semantic targets."""
+    return [v2.RandomHorizontalFlip(0.5), RandomScale((0.75, 1.33)),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+
+
 def _detection(preset: str, train: bool) -> list[Any]:
     ops: list[Any] = []
     if train and preset == "light":
-        ops += [v2.RandomHorizontalFlip(0.5), RandomScale((0.75, 1.33)),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+        ops += _light_ops()
     elif train and preset == "strong":
         ops += [v2.RandomPhotometricDistort(p=0.5),
                 v2.RandomZoomOut(fill={tv_tensors.Image: _ZOOM_FILL, "others": 0},
@@ -166,8 +171,7 @@ def _semantic(preset: str, train: bool, imgsz: int | None) -> list[Any]:
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
     ops: list[Any] = []
     if train and preset == "light":
-        ops += [v2.RandomHorizontalFlip(0.5), RandomScale((0.75, 1.33)),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+        ops += _light_ops()
     elif train and preset == "strong":
         ops += [v2.RandomPhotometricDistort(p=0.5),
                 v2.RandomZoomOut(fill=fill, side_range=(1.0, 2.0), p=0.3),
