@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from detseg.engine.background import BackgroundWorker
 from detseg.engine.results import Result, ResultStats
 from detseg.engine.writers import JsonlWriter
 from detseg.errors import UsageError, VideoReadError
@@ -194,7 +195,7 @@ def open_video_writer(stem: Path, fps: float, size: tuple[int, int]) -> tuple[An
     raise VideoReadError(stem, f"no video codec available to write (tried {tried})")
 
 
-class AnnotatedVideoWriter:
+class AnnotatedVideoWriter(BackgroundWorker):
     """Draws results with ``render`` and encodes them, in a background thread.
 
     ``write`` blocks when ``queue_size`` frames are waiting; ``close`` drains the queue and
@@ -207,44 +208,23 @@ class AnnotatedVideoWriter:
         self.size = size
         self.render = render
         self.frames = 0
-        self._queue: queue.Queue[Result | None] = queue.Queue(queue_size)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="detseg-video-write",
-                                        daemon=True)
-        self._thread.start()
+        super().__init__("detseg-video-write", queue_size)
 
     def write(self, result: Result) -> None:
-        self._raise_pending()
-        self._queue.put(result)
+        self._submit(result)
 
     def close(self) -> Path:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self._finish()
         self._writer.release()
         self._raise_pending()
         return self.path
 
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-    def _work(self) -> None:
-        while True:
-            result = self._queue.get()
-            if result is None:
-                return
-            if self._error is not None:
-                continue
-            try:
-                rgb = self.render(result)
-                if (rgb.shape[1], rgb.shape[0]) != self.size:
-                    rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
-                self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
-                self.frames += 1
-            except BaseException as err:  # noqa: BLE001 - handed to the calling thread
-                self._error = err
+    def _handle(self, result: Result) -> None:
+        rgb = self.render(result)
+        if (rgb.shape[1], rgb.shape[0]) != self.size:
+            rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+        self.frames += 1
 
 
 @dataclass

@@ -8,8 +8,6 @@ each result in a background thread so encoding overlaps the model.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from detseg.engine.background import BackgroundWorker
 from detseg.engine.results import IGNORE_INDEX, Result, ResultStats
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -178,7 +177,7 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"{path}: could not write image")
 
 
-class RunWriter:
+class RunWriter(BackgroundWorker):
     """Writes every output of an inference run into ``out_dir`` from a background thread.
 
     Layout: annotated images ``<stem><suffix>``, ``predictions.json`` (COCO results, with
@@ -202,44 +201,22 @@ class RunWriter:
         for sub, wanted in (("labels", save_txt), ("masks", save_masks)):
             if wanted:
                 (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._queue: queue.Queue[tuple[Result, int, str] | None] = queue.Queue(queue_size)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="detseg-writer", daemon=True)
-        self._thread.start()
+        super().__init__("detseg-writer", queue_size)
 
     def add(self, result: Result, image_id: int, stem: str) -> None:
         """Queue ``result`` (``image_id`` for the JSON, ``stem`` for file names)."""
-        self._raise_pending()
-        self._queue.put((result, image_id, stem))
+        self._submit((result, image_id, stem))
 
     def close(self) -> None:
         """Wait for queued results, finish the JSON, and re-raise any writer error."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self._finish()
         if self.coco is not None:
             self.coco.close()
             self.files["json"] = 1
         self._raise_pending()
 
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue
-            try:
-                self._write(*item)
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread
-                self._error = err
-
-    def _write(self, result: Result, image_id: int, stem: str) -> None:
+    def _handle(self, item: tuple[Result, int, str]) -> None:
+        result, image_id, stem = item
         self.stats.add(result)
         name = result.path.name if result.path is not None else f"{stem}.png"
         if self.coco is not None:
