@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from detseg.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from detseg.engine.trainer import TrainCallback, TrainConfig, Trainer
-from detseg.errors import DatasetError, NonFiniteLossError
+from detseg.errors import DatasetError, NonFiniteLossError, UsageError
 
 SIZE = 64
 
@@ -189,6 +189,32 @@ def test_freeze_and_transfer_from_a_checkpoint_with_other_classes(
     trainer.fit()
     assert _state_equal(before, stage0.state_dict())
     assert trainer.spec.num_classes == len(trainer.train_set.class_names)
+
+
+def test_weights_of_another_family_start_the_backbone(shapes_root: Path, tmp_path: Path) -> None:
+    from detseg.models import build_model
+    from detseg.weights import save_checkpoint
+
+    torch.manual_seed(1)
+    donor = build_model("unet", backbone="tiny", num_classes=5)
+    save_checkpoint(tmp_path / "unet.pt", donor.state_dict(), donor.spec)
+    messages: list[str] = []
+
+    class Notes(TrainCallback):
+        def on_message(self, text: str) -> None:
+            messages.append(text)
+
+    trainer = Trainer(_config(shapes_root, "faster_rcnn", weights=str(tmp_path / "unet.pt")),
+                      tmp_path / "run", callbacks=[Notes()], handle_sigint=False)
+    body = trainer.model.get_submodule("backbone.body").state_dict()
+    assert _state_equal(body, donor.backbone.state_dict())
+    assert any("backbone of" in m and "unet" in m for m in messages), messages
+
+    other = build_model("unet", backbone="resnet18", num_classes=5)
+    save_checkpoint(tmp_path / "r18.pt", other.state_dict(), other.spec)
+    with pytest.raises(UsageError, match="resnet18"):
+        Trainer(_config(shapes_root, "faster_rcnn", weights=str(tmp_path / "r18.pt")),
+                tmp_path / "run2", handle_sigint=False)
 
 
 def test_cli_train_writes_checkpoints_csv_and_curves(shapes_root: Path, tmp_path: Path) -> None:

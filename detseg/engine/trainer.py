@@ -429,6 +429,11 @@ class Trainer:
 
         loaded = resolve_weights(weights, preset=self.config.model)
         own = model.state_dict()
+        donor = loaded.spec
+        if donor is not None and donor.family != model.spec.family \
+                and not set(own) <= set(loaded.state_dict):
+            self._load_donor_backbone(model, loaded)
+            return
         extra = sorted(k for k in loaded.state_dict if k not in own)
         state = {k: v for k, v in loaded.state_dict.items() if k in own}
         if extra:
@@ -442,6 +447,36 @@ class Trainer:
                           f"differs (class-count heads): {', '.join(skipped)}")
         else:
             self._message(f"loaded {loaded.source}")
+
+    def _load_donor_backbone(self, model: nn.Module, loaded: Any) -> None:
+        """Load only the backbone of a checkpoint of another family (same backbone name),
+        e.g. a U-Net trained on the same images starting a Faster R-CNN."""
+        from detseg.models import build_from_spec
+
+        donor_spec = loaded.spec
+        if donor_spec.backbone != model.spec.backbone:
+            raise UsageError(
+                f"--weights {loaded.source}: a {donor_spec.family} over {donor_spec.backbone}; "
+                f"only its backbone could start this {model.spec.family}, whose backbone is "
+                f"{model.spec.backbone}")
+        with torch.device("meta"):
+            donor = build_from_spec(donor_spec)
+        found_donor, found_own = find_backbone(donor), find_backbone(model)
+        if found_donor is None or found_own is None:
+            raise UsageError(f"--weights {loaded.source}: no backbone to transfer into "
+                             f"{model.spec.family}")
+        src, dst = found_donor[0] + ".", found_own[0] + "."
+        state = {dst + k[len(src):]: v for k, v in loaded.state_dict.items()
+                 if k.startswith(src)}
+        own = model.state_dict()
+        misfit = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if misfit or not state:
+            raise UsageError(f"--weights {loaded.source}: its {donor_spec.backbone} backbone "
+                             f"does not fit this model ({misfit[:3]})")
+        model.load_state_dict(state, strict=False)
+        self._message(f"loaded the {donor_spec.backbone} backbone of {loaded.source} "
+                      f"({donor_spec.family}, {len(state)} tensors); the {model.spec.family} "
+                      "layers start fresh")
 
     def _build_optimization(self) -> None:
         cfg = self.config
