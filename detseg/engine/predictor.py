@@ -2,7 +2,8 @@
 
 Images are decoded by a thread pool a bounded number of images ahead of the model (memory stays
 flat over any number of inputs), grouped into batches of ``batch_size`` (mixed sizes allowed),
-and run under ``torch.inference_mode()`` (autocast fp16 on CUDA with ``half``). Detection and
+and run under ``torch.inference_mode()`` (autocast fp16 on CUDA with ``half``; on CPU the
+speed-ups of ``detseg.engine.cpu_speedups``, which leave outputs unchanged). Detection and
 instance models take the raw 0..1 images (they resize and normalize themselves) and return boxes
 in input coordinates; semantic models get a normalized batch letterboxed to ``imgsz`` (long
 side) and padded to a multiple of 32, and their logits are mapped back to each input's size.
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detseg.engine.cpu_speedups import speed_up_for_cpu
 from detseg.engine.results import IGNORE_INDEX, Result, StageTimes
 from detseg.errors import ImageReadError, UsageError
 from detseg.spec import ModelSpec
@@ -150,9 +152,12 @@ class Predictor:
         self.batch_size = batch_size
         self.half_active = bool(half) and self.device.type == "cuda"
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
-        self._channels_last = self.device.type == "cuda" and self.task == "semantic"
+        on_cpu = self.device.type == "cpu"
+        self._channels_last = on_cpu or (self.device.type == "cuda" and self.task == "semantic")
         self.model.eval().to(self.device)
-        if self._channels_last:
+        if on_cpu:
+            speed_up_for_cpu(self.model)
+        elif self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.task != "semantic":
             self._configure_detector()
