@@ -114,7 +114,9 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option("exp", "--name", help="Run name under runs/train/."),
         weights: str = typer.Option(None, "--weights", "-w",
                                     help="Start from a checkpoint, manifest name or preset "
-                                         "weights; heads with another class count are replaced."),
+                                         "weights; heads with another class count are "
+                                         "replaced; a checkpoint of another family (same "
+                                         "backbone) starts the backbone."),
         pretrained_backbone: bool = typer.Option(False, "--pretrained-backbone",
                                                  help="ImageNet weights for the backbone."),
         freeze: int = typer.Option(0, "--freeze", help="Freeze the first N backbone stages."),
