@@ -45,8 +45,9 @@ weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out data/shapes-ft --train 100 --val 10 --seed 0
 	rm -rf $(WEIGHTS_RUNS)
-	$(TRAIN) --model unet --data-root $(SHAPES) --epochs 9 --batch-size 8 --imgsz 128 \
-		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
+	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
+		--epochs 45 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
+		--warmup-epochs 0.3 --augment none --eval-max-images 50 --seed 0 --threads 2 --workers 1 \
 		--out $(WEIGHTS_RUNS)/shapes-unet
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet/best.pt shapes-unet
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --imgsz 256 --epochs 1 --batch-size 4 \
