@@ -1,10 +1,11 @@
-"""CPU inference speed-ups that leave every output bit-for-bit unchanged.
+"""CPU inference speed-ups that leave outputs unchanged (up to float rounding).
 
 - ``ThreadedRoIAlign``: torchvision's RoIAlign CPU kernel runs on one thread; R-CNN heads pool
   about a thousand proposals per image with it (40 % of a tiny Faster R-CNN's CPU time). This
   ``MultiScaleRoIAlign`` splits every image's boxes into one chunk per thread and pools the
   chunks concurrently (the kernel releases the GIL); each box is pooled exactly as before.
-- channels-last weights: oneDNN convolutions run faster on NHWC activations.
+- channels-last weights: oneDNN convolutions run faster on NHWC activations (their sums may
+  round differently in the last bits).
 
 ``speed_up_for_cpu(model)`` applies both in place; the Predictor calls it on CPU.
 """

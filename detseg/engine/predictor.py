@@ -3,7 +3,7 @@
 Images are decoded by a thread pool a bounded number of images ahead of the model (memory stays
 flat over any number of inputs), grouped into batches of ``batch_size`` (mixed sizes allowed),
 and run under ``torch.inference_mode()`` (autocast fp16 on CUDA with ``half``; on CPU the
-speed-ups of ``detseg.engine.cpu_speedups``, which leave outputs unchanged). Detection and
+speed-ups of ``detseg.engine.cpu_speedups``, equal up to float rounding). Detection and
 instance models take the raw 0..1 images (they resize and normalize themselves) and return boxes
 in input coordinates; semantic models get a normalized batch letterboxed to ``imgsz`` (long
 side) and padded to a multiple of 32, and their logits are mapped back to each input's size.

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,9 @@ from detseg.engine.loading import (
 from detseg.engine.optim import build_optimizer, build_scheduler, param_groups
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
 from detseg.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from detseg.weights import LoadedWeights
 
 IGNORE_INDEX = 255
 # The validation metric that decides ``best.pt`` and early stopping, per task.
@@ -448,7 +451,7 @@ class Trainer:
         else:
             self._message(f"loaded {loaded.source}")
 
-    def _load_donor_backbone(self, model: nn.Module, loaded: Any) -> None:
+    def _load_donor_backbone(self, model: nn.Module, loaded: LoadedWeights) -> None:
         """Load only the backbone of a checkpoint of another family (same backbone name),
         e.g. a U-Net trained on the same images starting a Faster R-CNN."""
         from detseg.models import build_from_spec
