@@ -47,3 +47,43 @@ def test_speed_up_swaps_poolers_and_keeps_predictions() -> None:
         fast = model.backbone(torch.stack(images))
         got = model.roi_heads.box_roi_pool(fast, proposals, [(64, 64)] * 2)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["faster_rcnn", "mask_rcnn"])
+def test_sped_up_detector_finds_the_same_objects(family: str) -> None:
+    """Threaded RPN NMS and per-image RoI heads keep every detection of a batch (boxes equal up
+    to the rounding that channels-last convolutions bring)."""
+    import copy
+
+    from detseg.engine.cpu_speedups import PerImageRoIHeads, ThreadedProposalFilter
+    from detseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(family, backbone="tiny", num_classes=3, input_size=96).eval()
+    model.roi_heads.score_thresh = 0.0
+    fast = speed_up_for_cpu(copy.deepcopy(model), threads=2)
+    assert isinstance(fast.rpn, ThreadedProposalFilter)
+    assert isinstance(fast.roi_heads, PerImageRoIHeads)
+    gen = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 96, 96, generator=gen), torch.rand(3, 80, 112, generator=gen),
+              torch.rand(3, 96, 96, generator=gen)]
+    with torch.inference_mode():
+        expected = model(images)
+        got = fast(images)
+        proposals, _ = model.rpn(*_rpn_inputs(model, images))
+        threaded_rpn = ThreadedProposalFilter(model.rpn, threads=2)
+        fast_proposals, _ = threaded_rpn(*_rpn_inputs(model, images))
+    for want, have in zip(proposals, fast_proposals, strict=True):
+        assert torch.equal(want, have)
+    for want, have in zip(expected, got, strict=True):
+        assert len(want["boxes"]) > 0
+        assert torch.equal(want["labels"], have["labels"])
+        assert torch.allclose(want["boxes"], have["boxes"], atol=1e-3)
+        assert torch.allclose(want["scores"], have["scores"], atol=1e-4)
+        if family == "mask_rcnn":
+            assert torch.allclose(want["masks"], have["masks"], atol=1e-3)
+
+
+def _rpn_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> tuple:
+    batch, _ = model.transform(images)
+    return batch, model.backbone(batch.tensors)
