@@ -86,6 +86,27 @@ def test_semantic_pipeline_pads_with_ignore(semantic_samples, preset) -> None:
     assert saw_ignore, "padding never showed up as ignore (255)"
 
 
+def test_semantic_training_keeps_the_evaluation_scale() -> None:
+    """A 64 px square in a 128 px image is 32 px at imgsz 64 in evaluation; augmented training
+    samples jitter that (0.75-1.33x) instead of showing it at full resolution, unless ``crop``
+    asks for full-resolution windows."""
+    from torchvision import tv_tensors
+
+    image = torch.zeros(3, 128, 128, dtype=torch.uint8)
+    mask = torch.zeros(128, 128, dtype=torch.int64)
+    image[:, 32:96, 32:96] = 200
+    mask[32:96, 32:96] = 1
+    sample = (tv_tensors.Image(image), {"mask": tv_tensors.Mask(mask)})
+    torch.manual_seed(0)
+    _, evaluated = build_transforms("none", False, "semantic", imgsz=64)(*sample)
+    assert int((evaluated["mask"] == 1).sum()) == 32 * 32
+    light = build_transforms("light", True, "semantic", imgsz=64)
+    areas = [int((light(*sample)[1]["mask"] == 1).sum()) for _ in range(20)]
+    assert all(0.7**2 * 1024 <= a <= 1.4**2 * 1024 for a in areas), areas
+    cropped = build_transforms("none", True, "semantic", imgsz=64, crop=64)
+    assert max(int((cropped(*sample)[1]["mask"] == 1).sum()) for _ in range(20)) > 1.5 * 1024
+
+
 def test_semantic_eval_resize_and_flip_alignment(semantic_samples) -> None:
     image, target = build_transforms("none", False, "semantic", imgsz=48)(*semantic_samples[0])
     assert image.shape == (3, 48, 48) and target["mask"].shape == (48, 48)

@@ -13,7 +13,10 @@ Presets (train; evaluation pipelines only convert, plus a resize for semantic ``
 
 Detection pipelines end with ``SanitizeBoundingBoxes`` (drops boxes smaller than 1 px and
 their labels, crowd flags, areas and masks). Semantic pipelines fill new pixels of the mask
-with 255 (ignore) and, given ``imgsz``, crop or pad training samples to ``imgsz`` x ``imgsz``.
+with 255 (ignore). Given ``imgsz``, they resize every image to ``imgsz`` x ``imgsz``, training
+ones too before the preset's scale jitter (so objects keep the scale they have in evaluation
+and inference), and crop or pad augmented training samples back to that size; ``crop``
+instead trains on windows of the full-resolution image.
 """
 
 from __future__ import annotations
@@ -167,9 +170,14 @@ def _detection(preset: str, train: bool) -> list[Any]:
     return ops
 
 
-def _semantic(preset: str, train: bool, imgsz: int | None) -> list[Any]:
+def _semantic(preset: str, train: bool, imgsz: int | None, crop: int | None) -> list[Any]:
+    """Evaluation resizes to ``imgsz``; training does too (so objects have the scale they will
+    have at inference), then augments and crops back to ``imgsz``. With ``crop``, training
+    skips that resize and crops ``crop`` x ``crop`` windows from the full-resolution image."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
     ops: list[Any] = []
+    if imgsz is not None and not (train and crop):
+        ops.append(ResizeTo((imgsz, imgsz)))
     if train and preset == "light":
         ops += _light_ops()
     elif train and preset == "strong":
@@ -177,27 +185,26 @@ def _semantic(preset: str, train: bool, imgsz: int | None) -> list[Any]:
                 v2.RandomZoomOut(fill=fill, side_range=(1.0, 2.0), p=0.3),
                 v2.RandomHorizontalFlip(0.5),
                 RandomScale((0.5, 2.0))]
-    if imgsz is not None:
-        if train and preset != "none":
-            ops.append(v2.RandomCrop(imgsz, pad_if_needed=True, fill=fill))
-        else:
-            ops.append(ResizeTo((imgsz, imgsz)))
+    window = crop if train and crop else (imgsz if train and preset != "none" else None)
+    if window is not None:
+        ops.append(v2.RandomCrop(window, pad_if_needed=True, fill=fill))
     ops.append(v2.ToDtype(torch.float32, scale=True))
     return ops
 
 
 def build_transforms(preset: str = "none", train: bool = True, task: str = "detect",
-                     imgsz: int | None = None) -> v2.Compose:
+                     imgsz: int | None = None, crop: int | None = None) -> v2.Compose:
     """A ``v2.Compose`` taking and returning ``(image, target)`` (see the module docstring).
 
     ``task``: ``detect`` / ``instance`` (targets with ``boxes``, ``labels``[, ``masks``]) or
-    ``semantic`` (target ``{"mask": Mask H x W}``). ``imgsz`` only matters for ``semantic``.
+    ``semantic`` (target ``{"mask": Mask H x W}``). ``imgsz`` and ``crop`` only matter for
+    ``semantic`` (see ``_semantic``).
     """
     if preset not in PRESETS:
         raise UsageError(f"augmentation preset must be one of {', '.join(PRESETS)}, "
                          f"got {preset!r}")
     if task == "semantic":
-        return v2.Compose(_semantic(preset, train, imgsz))
+        return v2.Compose(_semantic(preset, train, imgsz, crop))
     if task not in ("detect", "instance"):
         raise UsageError(f"unknown task {task!r}")
     return v2.Compose(_detection(preset, train))

@@ -372,7 +372,7 @@ class Trainer:
         if cfg.crop and self.task != "semantic":
             raise UsageError("--crop only applies to semantic models (unet, segnet, ...)")
         train_tf = build_transforms(cfg.augment, train=True, task=self.task,
-                                    imgsz=cfg.crop or cfg.imgsz)
+                                    imgsz=cfg.imgsz, crop=cfg.crop)
         val_tf = build_transforms("none", train=False, task=self.task, imgsz=cfg.imgsz)
         self.train_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.train_split,
                                        task=self.task, transforms=train_tf)
