@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := runs/demo
 DETSEG := $(VENV)/bin/detseg
 SHAPES := data/shapes
+SHAPES_BIG := data/shapes-big
 WEIGHTS_RUNS := runs/weights
 # One training process per core at most; each uses one thread.
 TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --seed 0 --threads 1
@@ -44,12 +45,21 @@ demo: $(STAMP)
 weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out data/shapes-ft --train 100 --val 10 --seed 0
+	$(DETSEG) dataset shapes --out $(SHAPES_BIG) --train 3000 --val 50 --seed 2
 	rm -rf $(WEIGHTS_RUNS)
 	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
 		--epochs 45 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.3 --augment none --eval-max-images 50 --seed 0 --threads 2 --workers 1 \
 		--out $(WEIGHTS_RUNS)/shapes-unet
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet/best.pt shapes-unet
+	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
+		--weights $(WEIGHTS_RUNS)/shapes-unet/best.pt --epochs 15 --batch-size 8 --imgsz 128 \
+		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.1 --augment none \
+		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-ft
+	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES_BIG) \
+		--weights $(WEIGHTS_RUNS)/shapes-unet-ft/best.pt --epochs 8 --batch-size 8 --imgsz 128 \
+		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
+		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big/best.pt shapes-unet
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --imgsz 256 --epochs 1 --batch-size 4 \
 		--optimizer adamw --lr 0.001 --warmup-epochs 0.1 --augment light --roi-samples 128 \
 		--eval-max-images 20 --out $(WEIGHTS_RUNS)/shapes-mask_rcnn

@@ -193,8 +193,10 @@ def test_occluding_the_object_lowers_its_score_shipped_segmenter(shapes_val: np.
     image = torch.from_numpy(shapes_val).permute(2, 0, 1).float()[None] / 255
     mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
+    side = model.spec.input_size  # the scale the model sees in `detseg segment` and explain
     with torch.no_grad():
-        pred = model((image - mean) / std).argmax(1)[0].numpy()
+        logits = model(F.interpolate((image - mean) / std, size=(side, side), mode="bilinear"))
+        pred = F.interpolate(logits, size=image.shape[-2:], mode="bilinear").argmax(1)[0].numpy()
     on = pred == target.index
     near = cv2.dilate(on.astype(np.uint8), np.ones((33, 33), np.uint8)) > 0
     heat = result.heatmap

@@ -90,8 +90,9 @@ class _Runner:
     """Feeds RGB images in [0, 1] to a model the way its family expects.
 
     Detectors take the image as is (they resize and normalize themselves). Semantic models get
-    the image resized so each side is a multiple of the backbone's largest stride, normalized
-    with the spec's mean/std; their logits are resized back to the image size.
+    the image at the scale ``detseg segment`` uses (long side = the spec's ``input_size``), each
+    side rounded to a multiple of the backbone's largest stride, normalized with the spec's
+    mean/std; their logits are resized back to the image size.
     """
 
     def __init__(self, model: nn.Module):
@@ -102,6 +103,7 @@ class _Runner:
         self.names = spec.names() if spec is not None else None
         self.mean = torch.tensor(spec.mean if spec else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
         self.std = torch.tensor(spec.std if spec else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
+        self.input_size = spec.input_size if spec is not None else None
         backbone = find_backbone(model)
         self.divisor = max(backbone[1].strides) if backbone is not None else 32
         param = next(model.parameters())
@@ -119,8 +121,9 @@ class _Runner:
     def logits(self, images: Tensor) -> Tensor:
         """``images [B, 3, H, W]`` in [0, 1] -> logits ``[B, C, H, W]`` at the input size."""
         height, width = images.shape[-2:]
-        side_h = max(self.divisor, round(height / self.divisor) * self.divisor)
-        side_w = max(self.divisor, round(width / self.divisor) * self.divisor)
+        scale = self.input_size / max(height, width) if self.input_size else 1.0
+        side_h = max(self.divisor, round(height * scale / self.divisor) * self.divisor)
+        side_w = max(self.divisor, round(width * scale / self.divisor) * self.divisor)
         x = images.to(self.device, self.dtype)
         if (side_h, side_w) != (height, width):
             x = F.interpolate(x, size=(side_h, side_w), mode="bilinear", align_corners=False)
