@@ -60,9 +60,10 @@ weights: $(STAMP)
 		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
 		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big/best.pt shapes-unet
-	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --imgsz 256 --epochs 1 --batch-size 4 \
-		--optimizer adamw --lr 0.001 --warmup-epochs 0.1 --augment light --roi-samples 128 \
-		--eval-max-images 20 --out $(WEIGHTS_RUNS)/shapes-mask_rcnn
+	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt \
+		--imgsz 256 --epochs 12 --batch-size 4 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
+		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
+		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt shapes-mask_rcnn
 	$(TRAIN) --model segnet --data-root $(SHAPES) --epochs 9 --batch-size 8 --imgsz 128 \
 		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
