@@ -59,7 +59,11 @@ weights: $(STAMP)
 		--weights $(WEIGHTS_RUNS)/shapes-unet-ft/best.pt --epochs 8 --batch-size 8 --imgsz 128 \
 		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
 		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big/best.pt shapes-unet
+	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES_BIG) \
+		--weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt --epochs 16 --batch-size 8 --imgsz 128 \
+		--optimizer adamw --lr 4e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
+		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt shapes-unet
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt \
 		--imgsz 256 --epochs 12 --batch-size 4 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
