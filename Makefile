@@ -73,9 +73,9 @@ weights: $(STAMP)
 		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
 		--out $(WEIGHTS_RUNS)/shapes-segnet
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet/best.pt shapes-segnet
-	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt \
-		--data-root data/shapes-ft --imgsz 256 --epochs 1 --batch-size 4 --optimizer adamw --lr 0.0003 \
-		--warmup-epochs 0 --augment light --roi-samples 128 --eval-max-images 10 \
+	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
+		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
+		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn/best.pt shapes-faster_rcnn
 	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 8 --batch-size 8 --optimizer adamw \
