@@ -69,8 +69,9 @@ weights: $(STAMP)
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt shapes-mask_rcnn
-	$(TRAIN) --model segnet --data-root $(SHAPES) --epochs 9 --batch-size 8 --imgsz 128 \
-		--optimizer sgd --lr 0.05 --warmup-epochs 0.2 --augment none --eval-max-images 50 \
+	$(TRAIN) --model segnet --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
+		--epochs 8 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
+		--warmup-epochs 0.1 --augment light --eval-max-images 50 --workers 1 \
 		--out $(WEIGHTS_RUNS)/shapes-segnet
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet/best.pt shapes-segnet
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
