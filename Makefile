@@ -78,7 +78,12 @@ weights: $(STAMP)
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn/best.pt shapes-faster_rcnn
+	$(DETSEG) train --model faster_rcnn --backbone tiny --dataset shapes --seed 1 --threads 1 \
+		--weights $(WEIGHTS_RUNS)/shapes-faster_rcnn/best.pt --data-root $(SHAPES) --imgsz 256 \
+		--epochs 4 --batch-size 4 --optimizer adamw --lr 1.5e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.1 --augment light --roi-samples 128 --eval-max-images 20 \
+		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt shapes-faster_rcnn
 	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 8 --batch-size 8 --optimizer adamw \
 		--lr 0.002 --warmup-epochs 0.5 --augment light --eval-max-images 20 \
 		--model-option 'scales=[0.04,0.1,0.25,0.4,0.55,0.7,0.85]' \
