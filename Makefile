@@ -44,7 +44,6 @@ demo: $(STAMP)
 # Retrain the shipped shapes checkpoints (weights/README.md gives times and metrics).
 weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
-	$(DETSEG) dataset shapes --out data/shapes-ft --train 100 --val 10 --seed 0
 	$(DETSEG) dataset shapes --out $(SHAPES_BIG) --train 3000 --val 50 --seed 2
 	rm -rf $(WEIGHTS_RUNS)
 	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
@@ -84,8 +83,9 @@ weights: $(STAMP)
 		--warmup-epochs 0.1 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt shapes-faster_rcnn
-	$(TRAIN) --model ssd --data-root data/shapes-ft --imgsz 256 --epochs 8 --batch-size 8 --optimizer adamw \
-		--lr 0.002 --warmup-epochs 0.5 --augment light --eval-max-images 20 \
+	$(TRAIN) --model ssd --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
+		--imgsz 256 --epochs 15 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
+		--warmup-epochs 0.5 --augment light --eval-max-images 20 \
 		--model-option 'scales=[0.04,0.1,0.25,0.4,0.55,0.7,0.85]' \
 		--out $(WEIGHTS_RUNS)/shapes-ssd
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd/best.pt shapes-ssd
