@@ -10,6 +10,9 @@ SHAPES_BIG := data/shapes-big
 WEIGHTS_RUNS := runs/weights
 # One training process per core at most; each uses one thread.
 TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --seed 0 --threads 1
+# The U-Net runs: whole images at 128 px, AdamW, two threads and one loader worker.
+UNET := $(DETSEG) train --model unet --backbone tiny --dataset shapes --batch-size 8 --imgsz 128 \
+	--optimizer adamw --weight-decay 1e-4 --eval-max-images 50 --seed 0 --threads 2 --workers 1
 SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2])'
 
 .PHONY: install test demo lint bench weights clean
@@ -46,22 +49,14 @@ weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out $(SHAPES_BIG) --train 3000 --val 50 --seed 2
 	rm -rf $(WEIGHTS_RUNS)
-	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
-		--epochs 45 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
-		--warmup-epochs 0.3 --augment none --eval-max-images 50 --seed 0 --threads 2 --workers 1 \
+	$(UNET) --data-root $(SHAPES) --epochs 45 --lr 1e-3 --warmup-epochs 0.3 --augment none \
 		--out $(WEIGHTS_RUNS)/shapes-unet
-	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES) \
-		--weights $(WEIGHTS_RUNS)/shapes-unet/best.pt --epochs 15 --batch-size 8 --imgsz 128 \
-		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.1 --augment none \
-		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-ft
-	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES_BIG) \
-		--weights $(WEIGHTS_RUNS)/shapes-unet-ft/best.pt --epochs 8 --batch-size 8 --imgsz 128 \
-		--optimizer adamw --lr 5e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
-		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big
-	$(DETSEG) train --model unet --backbone tiny --dataset shapes --data-root $(SHAPES_BIG) \
-		--weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt --epochs 16 --batch-size 8 --imgsz 128 \
-		--optimizer adamw --lr 4e-4 --weight-decay 1e-4 --warmup-epochs 0.05 --augment light \
-		--eval-max-images 50 --seed 0 --threads 2 --workers 1 --out $(WEIGHTS_RUNS)/shapes-unet-big2
+	$(UNET) --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet/best.pt --epochs 15 \
+		--lr 5e-4 --warmup-epochs 0.1 --augment none --out $(WEIGHTS_RUNS)/shapes-unet-ft
+	$(UNET) --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-ft/best.pt --epochs 8 \
+		--lr 5e-4 --warmup-epochs 0.05 --augment light --out $(WEIGHTS_RUNS)/shapes-unet-big
+	$(UNET) --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt --epochs 16 \
+		--lr 4e-4 --warmup-epochs 0.05 --augment light --out $(WEIGHTS_RUNS)/shapes-unet-big2
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt shapes-unet
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt \
 		--imgsz 256 --epochs 12 --batch-size 4 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
