@@ -67,7 +67,12 @@ weights: $(STAMP)
 		--epochs 8 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --eval-max-images 50 --workers 1 \
 		--out $(WEIGHTS_RUNS)/shapes-segnet
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet/best.pt shapes-segnet
+	$(DETSEG) train --model segnet --backbone tiny --dataset shapes --seed 1 --threads 1 --workers 1 \
+		--weights $(WEIGHTS_RUNS)/shapes-segnet/best.pt --data-root $(SHAPES_BIG) --imgsz 128 \
+		--epochs 22 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.05 --augment light --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-segnet2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet2/best.pt shapes-segnet
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
