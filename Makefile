@@ -7,12 +7,19 @@ DEMO_DIR := runs/demo
 DETSEG := $(VENV)/bin/detseg
 SHAPES := data/shapes
 SHAPES_BIG := data/shapes-big
+SHAPES_6K := data/shapes-6k
+SHAPES_20K := data/shapes-20k
 WEIGHTS_RUNS := runs/weights
 # One training process per core at most; each uses one thread.
 TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --seed 0 --threads 1
 # The U-Net runs: whole images at 128 px, AdamW, two threads and one loader worker.
 UNET := $(DETSEG) train --model unet --backbone tiny --dataset shapes --batch-size 8 --imgsz 128 \
 	--optimizer adamw --weight-decay 1e-4 --eval-max-images 50 --seed 0 --threads 2 --workers 1
+# The last U-Net and SegNet runs: full 256 px, batch 32, on a GPU (GPU_DEVICE=cpu runs them, slowly).
+GPU_DEVICE ?= cuda
+GPU_TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --imgsz 256 --batch-size 32 \
+	--optimizer adamw --weight-decay 1e-4 --lr 1e-3 --augment light --eval-max-images 50 --threads 4 \
+	--device $(GPU_DEVICE)
 SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2])'
 
 .PHONY: install test demo lint bench weights clean
@@ -48,6 +55,8 @@ demo: $(STAMP)
 weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out $(SHAPES_BIG) --train 3000 --val 50 --seed 2
+	$(DETSEG) dataset shapes --out $(SHAPES_6K) --train 6000 --val 50 --seed 3
+	$(DETSEG) dataset shapes --out $(SHAPES_20K) --train 20000 --val 50 --seed 3
 	rm -rf $(WEIGHTS_RUNS)
 	$(UNET) --data-root $(SHAPES) --epochs 45 --lr 1e-3 --warmup-epochs 0.3 --augment none \
 		--out $(WEIGHTS_RUNS)/shapes-unet
@@ -57,7 +66,9 @@ weights: $(STAMP)
 		--lr 5e-4 --warmup-epochs 0.05 --augment light --out $(WEIGHTS_RUNS)/shapes-unet-big
 	$(UNET) --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt --epochs 16 \
 		--lr 4e-4 --warmup-epochs 0.05 --augment light --out $(WEIGHTS_RUNS)/shapes-unet-big2
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt shapes-unet
+	$(GPU_TRAIN) --model unet --data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
+		--epochs 7 --warmup-epochs 0.2 --workers 14 --seed 3 --out $(WEIGHTS_RUNS)/shapes-unet-gpu
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-unet-gpu/best.pt shapes-unet
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt \
 		--imgsz 256 --epochs 12 --batch-size 4 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
@@ -72,7 +83,11 @@ weights: $(STAMP)
 		--epochs 22 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.05 --augment light --eval-max-images 50 \
 		--out $(WEIGHTS_RUNS)/shapes-segnet2
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet2/best.pt shapes-segnet
+	$(GPU_TRAIN) --model segnet --data-root $(SHAPES_20K) --weights $(WEIGHTS_RUNS)/shapes-segnet2/best.pt \
+		--epochs 1 --warmup-epochs 0.2 --workers 12 --seed 3 --out $(WEIGHTS_RUNS)/shapes-segnet-gpu
+	$(GPU_TRAIN) --model segnet --data-root $(SHAPES_20K) --weights $(WEIGHTS_RUNS)/shapes-segnet-gpu/best.pt \
+		--epochs 6 --warmup-epochs 0.1 --workers 12 --seed 4 --out $(WEIGHTS_RUNS)/shapes-segnet-gpu2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet-gpu2/best.pt shapes-segnet
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \

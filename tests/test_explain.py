@@ -202,5 +202,6 @@ def test_occluding_the_object_lowers_its_score_shipped_segmenter(shapes_val: np.
     heat = result.heatmap
     # covering the class' own pixels lowers its probability; covering far-away pixels hardly
     assert heat[on].mean() > 0.01 and heat[on].mean() > 3 * max(heat[~near].mean(), 0.0)
-    peak = np.unravel_index(heat.argmax(), heat.shape)
-    assert near[peak]
+    # the hottest patch covers the object (the map is constant over each 64 px patch, so its
+    # argmax pixel is just the patch's corner)
+    assert on[heat >= heat.max() - 1e-6].any()
