@@ -10,7 +10,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from detseg.data.shapes import SHAPES_CLASSES
-from detseg.engine.predictor import Predictor, select_device
+from detseg.engine.device import select_device
+from detseg.engine.predictor import Predictor
 from detseg.errors import ImageReadError, UsageError
 from detseg.models import build_from_spec, make_spec
 from detseg.weights import save_checkpoint
@@ -173,5 +174,5 @@ def test_bad_options_are_usage_errors(det_ckpt) -> None:
         select_device("toaster")
     with pytest.raises(UsageError, match="model name or weights"):
         Predictor()
-    with pytest.raises(UsageError, match="batch size"):
+    with pytest.raises(UsageError, match="batch_size"):
         Predictor(weights=det_ckpt, batch_size=0)

@@ -3,10 +3,10 @@
 Images are decoded by a thread pool a bounded number of images ahead of the model (memory stays
 flat over any number of inputs), grouped into batches of ``batch_size`` (mixed sizes allowed),
 and run under ``torch.inference_mode()`` (autocast fp16 on CUDA with ``half``; on CPU the
-speed-ups of ``detseg.engine.cpu_speedups``, equal up to float rounding). Detection and
-instance models take the raw 0..1 images (they resize and normalize themselves) and return boxes
-in input coordinates; semantic models get a normalized batch letterboxed to ``imgsz`` (long
-side) and padded to a multiple of 32, and their logits are mapped back to each input's size.
+speed-ups of ``detseg.engine.cpu_speedups``, equal up to float rounding). How images are fed
+to the model and its output read back is the task adapter's job (``detseg.tasks``); a batch is
+split into runs of images the adapter can batch without changing their results, so results do
+not depend on ``batch_size``.
 
 Example::
 
@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-import math
+import copy
 import os
 import time
 from collections import deque
@@ -30,45 +30,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from detseg.engine.cpu_speedups import speed_up_for_cpu
-from detseg.engine.results import IGNORE_INDEX, Result, StageTimes
+from detseg.engine.device import select_device
+from detseg.engine.results import Result, StageTimes
 from detseg.errors import ImageReadError, UsageError
 from detseg.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from detseg.engine.video import Frame
+    from detseg.engine.frames import Frame
 
-PAD_MULTIPLE = 32
-# Above this many logit values per image, semantic maps are upsampled as labels, not logits.
-MAX_UPSAMPLED_LOGITS = 1 << 26
 ErrorCallback = Callable[[ImageReadError], None]
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises ``UsageError`` for an unknown name or a CUDA device that is not there.
-    """
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except RuntimeError as err:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {device!r} requested but CUDA is not available here")
-        index = dev.index or 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
-                             f"device(s) present")
-    elif dev.type != "cpu":
-        raise UsageError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 def resolve_classes(classes: Iterable[str | int] | None, names: Sequence[str]) -> list[int] | None:
@@ -108,8 +81,9 @@ class Predictor:
 
     Args:
         model: a model family or preset name (``faster_rcnn``, ``fasterrcnn_resnet50_fpn_v2``,
-            ``deeplabv3_resnet50``, ...), an ``nn.Module`` with a ``spec``, or ``None`` when
-            ``weights`` is a detseg checkpoint or manifest entry (its spec rebuilds the model).
+            ``deeplabv3_resnet50``, ...), an ``nn.Module`` with a ``spec`` (copied: the caller's
+            module is left as it was), or ``None`` when ``weights`` is a detseg checkpoint or
+            manifest entry (its spec rebuilds the model).
         weights: anything ``detseg.weights.resolve_weights`` accepts, or ``"none"``. A preset
             without weights gets its ``DEFAULT`` (pretrained) weights; a family without weights
             is randomly initialized.
@@ -125,89 +99,74 @@ class Predictor:
         half: autocast in float16 on CUDA (ignored on CPU; see ``half_active``).
         workers: image-decoding threads (default: half the CPU cores, 1 to 4; decoding is cheap
             next to the model, and spare cores keep torch's own threads running).
+        need_trained: refuse a family name without weights (``detseg.models.loading``) instead
+            of running it randomly initialised.
     """
 
     def __init__(self, model: str | nn.Module | None = None, weights: str | None = None,
                  backbone: str | None = None, device: str | torch.device = "auto",
                  conf: float | None = None, classes: Iterable[str | int] | None = None,
                  max_det: int = 100, imgsz: int | None = None, batch_size: int = 1,
-                 half: bool = False, workers: int | None = None) -> None:
+                 half: bool = False, workers: int | None = None,
+                 need_trained: bool = False) -> None:
+        from detseg.tasks import InferenceSettings, task_adapter
+
         if batch_size < 1:
-            raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        if max_det < 1:
-            raise UsageError(f"max detections must be >= 1, got {max_det}")
-        if conf is not None and not 0.0 <= conf <= 1.0:
-            raise UsageError(f"conf must be within [0, 1], got {conf}")
-        if imgsz is not None and imgsz < PAD_MULTIPLE:
-            raise UsageError(f"imgsz must be >= {PAD_MULTIPLE}, got {imgsz}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.device = select_device(device)
-        self.model = self._build(model, weights, backbone)
+        self.model = self._build(model, weights, backbone, need_trained)
         self.spec: ModelSpec = self.model.spec
         self.task = self.spec.task
         self.names = self.spec.names()
-        self.conf = conf if conf is not None else (0.0 if self.task == "semantic" else 0.25)
-        self.classes = resolve_classes(classes, self.names)
-        self.max_det = max_det
-        self.imgsz = imgsz
+        self.adapter = task_adapter(self.spec)
+        self.settings = InferenceSettings(
+            conf=conf if conf is not None else self.adapter.default_conf, max_det=max_det,
+            imgsz=imgsz, classes=(tuple(c) if (c := resolve_classes(classes, self.names))
+                                  is not None else None))
         self.batch_size = batch_size
         self.half_active = bool(half) and self.device.type == "cuda"
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
         on_cpu = self.device.type == "cpu"
-        self._channels_last = on_cpu or (self.device.type == "cuda" and self.task == "semantic")
         self.model.eval().to(self.device)
         if on_cpu:
             speed_up_for_cpu(self.model)
-        elif self._channels_last:
+        elif self.task == "semantic":
             self.model.to(memory_format=torch.channels_last)
-        if self.task != "semantic":
-            self._configure_detector()
-        mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        self._mean, self._std = mean, std
+        self.adapter.configure(self.model, self.settings)
+
+    @property
+    def conf(self) -> float:
+        """The score threshold in use."""
+        return float(self.settings.conf or 0.0)
+
+    @property
+    def classes(self) -> list[int] | None:
+        """The model labels kept, or ``None`` for all."""
+        return list(self.settings.classes) if self.settings.classes is not None else None
+
+    @property
+    def max_det(self) -> int | None:
+        return self.settings.max_det
+
+    @property
+    def imgsz(self) -> int | None:
+        return self.settings.imgsz
 
     # ------------------------------------------------------------------ building
 
     @staticmethod
     def _build(model: str | nn.Module | None, weights: str | None,
-               backbone: str | None) -> nn.Module:
+               backbone: str | None, need_trained: bool) -> nn.Module:
+        """The model to run. A module passed in is copied, so the caller's module keeps its
+        mode, device, thresholds and layers."""
         if isinstance(model, nn.Module):
             if not isinstance(getattr(model, "spec", None), ModelSpec):
                 raise UsageError("a model passed as a module needs a `spec` (ModelSpec) "
                                  "attribute")
-            return model
-        if model is None and weights is None:
-            raise UsageError("give a model name or weights (a detseg checkpoint carries its "
-                             "model)")
-        from detseg.models import build_model, model_info
+            return copy.deepcopy(model)
+        from detseg.models.loading import load_model
 
-        if model is not None and weights is None and model_info(model)["kind"] == "preset":
-            weights = "DEFAULT"
-        return build_model(model, backbone=backbone, weights=weights)
-
-    def _configure_detector(self) -> None:
-        """Align the model's own score threshold and detection cap with ``conf``/``max_det``.
-
-        torchvision detectors drop boxes below their ``score_thresh`` (0.05 by default) and keep
-        ``detections_per_img``; with a class filter the cap stays as large as it was, so
-        filtered-out classes do not crowd out the wanted ones.
-        """
-        for owner in (getattr(self.model, "roi_heads", None), self.model):
-            if owner is None:
-                continue
-            if hasattr(owner, "score_thresh"):
-                owner.score_thresh = self.conf
-            if hasattr(owner, "detections_per_img"):
-                current = int(owner.detections_per_img)
-                owner.detections_per_img = (self.max_det if self.classes is None
-                                            else max(current, self.max_det))
-        transform = getattr(self.model, "transform", None)
-        if self.imgsz is not None and transform is not None and hasattr(transform, "min_size"):
-            if getattr(transform, "fixed_size", None):
-                transform.fixed_size = (self.imgsz, self.imgsz)
-            else:
-                ratio = transform.max_size / max(transform.min_size)
-                transform.min_size = (self.imgsz,)
-                transform.max_size = round(self.imgsz * ratio)
+        return load_model(model, weights, backbone, need_trained=need_trained)
 
     # ------------------------------------------------------------------ public API
 
@@ -222,7 +181,7 @@ class Predictor:
         ``on_error`` it is raised.
         """
         from detseg.data.io import expand_sources
-        from detseg.engine.video import VideoFrames
+        from detseg.engine.frames import VideoFrames
 
         items = [sources] if isinstance(sources, str | Path | np.ndarray) else list(sources)
         arrays = [s for s in items if isinstance(s, np.ndarray)]
@@ -325,113 +284,35 @@ class Predictor:
         return tensor.permute(2, 0, 1).float().div_(255.0)
 
     def run_batch(self, items: Sequence[_Item]) -> list[Result]:
-        """One forward pass over ``items``; stage times are split evenly over the batch."""
+        """Results of ``items`` in order: one forward pass per run of images the task adapter
+        batches without changing their results; stage times are split evenly over a run."""
+        results: list[Result] = []
+        start = 0
+        keys = [self.adapter.batch_key(*it.image.shape[:2], self.settings.imgsz) for it in items]
+        for end in range(1, len(items) + 1):
+            if end == len(items) or keys[end] != keys[start]:
+                results.extend(self._run_same_key(items[start:end]))
+                start = end
+        return results
+
+    def _run_same_key(self, items: Sequence[_Item]) -> list[Result]:
         with torch.inference_mode():
             t0 = time.perf_counter()
-            if self.task == "semantic":
-                batch, sizes = self._letterbox([it.image for it in items])
-            else:
-                tensors = [self._to_tensor(it.image) for it in items]
+            prepared = self.adapter.prepare([self._to_tensor(it.image) for it in items],
+                                            self.settings.imgsz)
+            if self.device.type == "cuda" and self.task == "semantic":
+                prepared.inputs = prepared.inputs.contiguous(memory_format=torch.channels_last)
             self._sync()
             t1 = time.perf_counter()
             with self._autocast():
-                output = self.model(batch) if self.task == "semantic" else self.model(tensors)
+                output = self.adapter.forward(self.model, prepared)
             self._sync()
             t2 = time.perf_counter()
-            if self.task == "semantic":
-                results = self._semantic_results(items, output, sizes)
-            else:
-                results = self._detection_results(items, output)
+            predictions = self.adapter.postprocess(output, prepared, self.settings)
             t3 = time.perf_counter()
         n = len(items)
         speed = StageTimes((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)
-        for result in results:
-            result.speed = speed
-        return results
-
-    def _result(self, item: _Item, **fields: object) -> Result:
-        return Result(image=item.image, spec=self.spec, path=item.path,
-                      frame_index=item.frame_index, timestamp=item.timestamp, **fields)
-
-    def _detection_results(self, items: Sequence[_Item],
-                           outputs: list[dict[str, torch.Tensor]]) -> list[Result]:
-        results = []
-        allowed = (torch.tensor(self.classes, device=self.device)
-                   if self.classes is not None else None)
-        for item, out in zip(items, outputs, strict=True):
-            scores, labels = out["scores"], out["labels"]
-            keep = scores >= self.conf
-            if allowed is not None:
-                keep &= torch.isin(labels, allowed)
-            idx = keep.nonzero().squeeze(1)
-            idx = idx[scores[idx].argsort(descending=True, stable=True)][: self.max_det]
-            h, w = item.image.shape[:2]
-            boxes = out["boxes"][idx].float()
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            fields: dict[str, object] = {
-                "boxes": boxes.cpu().numpy().astype(np.float32),
-                "labels": labels[idx].cpu().numpy().astype(np.int64),
-                "scores": scores[idx].float().cpu().numpy().astype(np.float32),
-            }
-            if "masks" in out:
-                fields["masks"] = (out["masks"][idx, 0] > 0.5).cpu().numpy()
-            results.append(self._result(item, **fields))
-        return results
-
-    def _letterbox(self, images: Sequence[np.ndarray]
-                   ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Resize each image so its long side is ``imgsz`` (or the spec's input size),
-        normalize, and pad all to one size (a multiple of 32). Returns the batch and each
-        image's resized ``(h, w)`` (its top-left region of the batch)."""
-        side = self.imgsz or self.spec.input_size
-        scaled, sizes = [], []
-        for image in images:
-            h, w = image.shape[:2]
-            ratio = side / max(h, w)
-            size = (max(1, round(h * ratio)), max(1, round(w * ratio)))
-            x = self._to_tensor(image)[None]
-            if size != (h, w):
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                                  antialias=ratio < 1)
-            scaled.append((x - self._mean) / self._std)
-            sizes.append(size)
-        ph = math.ceil(max(s[0] for s in sizes) / PAD_MULTIPLE) * PAD_MULTIPLE
-        pw = math.ceil(max(s[1] for s in sizes) / PAD_MULTIPLE) * PAD_MULTIPLE
-        batch = torch.zeros((len(images), 3, ph, pw), device=self.device)
-        for i, (x, (h, w)) in enumerate(zip(scaled, sizes, strict=True)):
-            batch[i, :, :h, :w] = x[0]
-        if self._channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch, sizes
-
-    def _semantic_results(self, items: Sequence[_Item], output: object,
-                          sizes: Sequence[tuple[int, int]]) -> list[Result]:
-        from detseg.models import semantic_logits
-
-        logits = semantic_logits(output).float()
-        results = []
-        for i, (item, (sh, sw)) in enumerate(zip(items, sizes, strict=True)):
-            h, w = item.image.shape[:2]
-            x = logits[i : i + 1, :, :sh, :sw]
-            if self.classes is not None:
-                blocked = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
-                blocked[[c for c in self.classes if c < x.shape[1]]] = False
-                blocked[0] = False
-                x = x.masked_fill(blocked.view(1, -1, 1, 1), float("-inf"))
-            if x.shape[1] * h * w <= MAX_UPSAMPLED_LOGITS:
-                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-                labels = self._pixel_labels(x)
-            else:
-                labels = self._pixel_labels(x)[None, None].float()
-                labels = F.interpolate(labels, size=(h, w), mode="nearest")[0, 0].long()
-            results.append(self._result(item, semantic=labels.cpu().numpy().astype(np.int64)))
-        return results
-
-    def _pixel_labels(self, logits: torch.Tensor) -> torch.Tensor:
-        """1 x C x H x W logits -> H x W labels, 255 where the top probability is below conf."""
-        if self.conf <= 0:
-            return logits[0].argmax(0)
-        prob, labels = logits[0].softmax(0).max(0)
-        return labels.masked_fill(prob < self.conf, IGNORE_INDEX)
-
+        return [Result(image=item.image, spec=self.spec, path=item.path,
+                       frame_index=item.frame_index, timestamp=item.timestamp, speed=speed,
+                       **prediction.fields())
+                for item, prediction in zip(items, predictions, strict=True)]

@@ -1,0 +1,157 @@
+"""Scorers: predictions against a dataset's targets, into the metrics ``detseg eval`` reports.
+
+- ``CocoScorer`` (detection and instance models): COCO results (``bbox``, ``segm``) scored
+  against ``dataset.to_coco()`` by detseg's evaluator or pycocotools;
+- ``PixelScorer`` (semantic models): a confusion matrix at each image's original resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+from detseg.errors import UsageError
+from detseg.eval.coco_map import (
+    COCOEvaluator,
+    COCOMetrics,
+    evaluate_with_pycocotools,
+    metrics_json,
+)
+from detseg.eval.pixels import ConfusionMatrix
+from detseg.prediction import Prediction, Scorer
+from detseg.spec import ModelSpec
+
+BACKENDS = ("detseg", "pycocotools")
+
+
+def score_detections(gt: dict, predictions: list[dict], iou_types: tuple[str, ...],
+                     backend: str = "detseg") -> dict[str, COCOMetrics]:
+    """COCO metrics of ``predictions`` for each IoU type with the chosen backend."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "pycocotools":
+        return {t: evaluate_with_pycocotools(gt, predictions, t) for t in iou_types}
+    return {t: COCOEvaluator(gt, t).evaluate(predictions) for t in iou_types}
+
+
+def category_map(spec: ModelSpec, dataset: Any) -> list[int]:
+    """The dataset category id of each model label."""
+    if spec.category_ids:
+        return list(spec.category_ids)
+    ds_ids = list(getattr(dataset, "category_ids", []) or [])
+    if len(ds_ids) == spec.num_classes:
+        return ds_ids
+    return list(range(spec.num_classes))
+
+
+def coco_entries(prediction: Prediction, image_id: int, cat_map: list[int],
+                 gt_size: tuple[int, int] | None = None, with_masks: bool = False) -> list[dict]:
+    """COCO results of one image (``bbox`` xywh, RLE ``segmentation``), rescaled to ``gt_size``
+    (h, w) when the ground truth records another size than the image had."""
+    gt_size = gt_size or prediction.size
+    sy, sx = gt_size[0] / prediction.size[0], gt_size[1] / prediction.size[1]
+    boxes = prediction.boxes.astype(np.float64) * np.array([sx, sy, sx, sy])
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(3)
+    rles: list[Any] = [None] * len(prediction.labels)
+    if with_masks and prediction.masks is not None and len(prediction.labels):
+        masks = prediction.masks
+        if masks.shape[-2:] != tuple(gt_size):
+            resized = F.interpolate(torch.from_numpy(masks[:, None].astype(np.float32)),
+                                    size=gt_size, mode="nearest")
+            masks = resized[:, 0].numpy() > 0.5
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    entries = []
+    for j, label in enumerate(prediction.labels.tolist()):
+        entry = {"image_id": image_id, "category_id": int(cat_map[label]),
+                 "bbox": xywh[j].tolist(), "score": round(float(prediction.scores[j]), 5)}
+        if rles[j] is not None:
+            entry["segmentation"] = {"size": rles[j]["size"],
+                                     "counts": rles[j]["counts"].decode("ascii")}
+        entries.append(entry)
+    return entries
+
+
+class CocoScorer(Scorer):
+    """COCO mAP of a detection or instance model over a detection dataset."""
+
+    def __init__(self, dataset: Any, spec: ModelSpec, iou_types: tuple[str, ...],
+                 backend: str = "detseg") -> None:
+        if backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.gt = dataset.to_coco()
+        self.iou_types = iou_types
+        self.backend = backend
+        self.gt_sizes = {im["id"]: (int(im["height"]), int(im["width"]))
+                         for im in self.gt["images"]}
+        self.known = {c["id"] for c in self.gt["categories"]}
+        self.cat_map = category_map(spec, dataset)
+        self.predictions: list[dict] = []
+        self.seen: set[int] = set()
+        self.dropped = 0
+
+    def update(self, prediction: Prediction, target: dict[str, Any]) -> None:
+        image_id = int(target["image_id"])
+        self.seen.add(image_id)
+        for entry in coco_entries(prediction, image_id, self.cat_map,
+                                  self.gt_sizes.get(image_id), "segm" in self.iou_types):
+            if entry["category_id"] in self.known:
+                self.predictions.append(entry)
+            else:
+                self.dropped += 1
+
+    def state(self) -> tuple[list[dict], set[int], int]:
+        return self.predictions, self.seen, self.dropped
+
+    def merge(self, state: tuple[list[dict], set[int], int]) -> None:
+        predictions, seen, dropped = state
+        self.predictions.extend(predictions)
+        self.seen |= seen
+        self.dropped += dropped
+
+    def compute(self) -> dict[str, Any]:
+        gt = self.gt
+        if len(self.seen) < len(gt["images"]):
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in self.seen],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in self.seen]}
+        evals = score_detections(gt, self.predictions, self.iou_types, self.backend)
+        out: dict[str, Any] = {"metrics": metrics_json(evals), "predictions": self.predictions,
+                               "details": evals, "dropped_predictions": self.dropped}
+        for iou_type, m in evals.items():
+            for key, value in m.stats.items():
+                out[f"{iou_type}_{key}"] = value
+        return out
+
+
+class PixelScorer(Scorer):
+    """Per-pixel metrics of a semantic model, at each image's original resolution."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.names = spec.names()
+        self.matrix = ConfusionMatrix(spec.num_classes, class_names=self.names)
+
+    def update(self, prediction: Prediction, target: dict[str, Any]) -> None:
+        truth = torch.as_tensor(target["mask"]).long()
+        truth = truth.reshape(truth.shape[-2:])
+        pred = torch.from_numpy(prediction.semantic)
+        if pred.shape != truth.shape:
+            pred = F.interpolate(pred[None, None].float(), size=truth.shape[-2:],
+                                 mode="nearest")[0, 0].long()
+        self.matrix.update(pred, truth)
+
+    def state(self) -> np.ndarray:
+        return self.matrix.to_numpy()
+
+    def merge(self, state: np.ndarray) -> None:
+        self.matrix.matrix = self.matrix.matrix + torch.as_tensor(state).to(self.matrix.matrix)
+
+    def compute(self) -> dict[str, Any]:
+        metrics = self.matrix.compute()
+        out: dict[str, Any] = {"metrics": metrics, "predictions": [],
+                               "details": {"confusion_matrix": self.matrix.to_numpy(),
+                                           "class_names": self.names}}
+        out.update({k: v for k, v in metrics.items() if k != "per_class"})
+        return out

@@ -1,0 +1,67 @@
+"""What a model predicted for one image, and what accumulates predictions into metrics.
+
+Shared by the task adapters (``detseg.tasks``), which produce ``Prediction`` objects, and the
+scorers (``detseg.eval.scorers``), which consume them; it imports neither.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """One image's output in its original pixel coordinates (numpy, on the CPU).
+
+    Attributes:
+        size: the image's ``(h, w)`` in pixels.
+        boxes: N x 4 float32 xyxy pixels.
+        labels: N int64 model labels.
+        scores: N float32 confidences in [0, 1].
+        masks: N x h x w bool instance masks, or ``None``.
+        semantic: h x w int64 class map (255 = unlabeled), for semantic models.
+    """
+
+    size: tuple[int, int]
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    masks: np.ndarray | None = None
+    semantic: np.ndarray | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The fields ``detseg.engine.results.Result`` takes."""
+        out: dict[str, Any] = {"boxes": self.boxes, "labels": self.labels, "scores": self.scores}
+        if self.masks is not None:
+            out["masks"] = self.masks
+        if self.semantic is not None:
+            out["semantic"] = self.semantic
+        return out
+
+
+class Scorer(ABC):
+    """Accumulates predictions against a dataset's targets.
+
+    ``state()`` is what DDP ranks exchange; ``merge(state)`` adds another rank's share.
+    """
+
+    @abstractmethod
+    def update(self, prediction: Prediction, target: dict[str, Any]) -> None:
+        """Add one image's prediction and its dataset target."""
+
+    @abstractmethod
+    def state(self) -> Any:
+        """This scorer's accumulated data, picklable."""
+
+    @abstractmethod
+    def merge(self, state: Any) -> None:
+        """Add another scorer's ``state()``."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, Any]:
+        """``{"metrics": the metrics.json structure, "details": ..., "predictions": [...]}``
+        plus flat numbers (``bbox_AP``, ``segm_AP``, ... or ``mIoU``, ``pixel_acc``, ...)."""
