@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from detseg.cli.console import console, err_console, print_json, print_table, warn
 
@@ -50,7 +51,7 @@ def list_command(
     from detseg.weights import list_weights
 
     infos = [
-        info for info in list_weights()
+        info for info in list_weights(pretrained_models())
         if (not cached or info.path is not None) and (kind is None or info.kind == kind)
     ]
     if json_out:
@@ -69,8 +70,29 @@ def list_command(
     for info in infos:
         where = "no" if info.path is None else places.get(info.path.parent, "yes")
         name = f"{info.name} *" if info.default else info.name
-        table.add_row(name, info.model or "", info.kind, where)
+        table.add_row(escape(name), escape(info.model or ""), info.kind, where)
     console.print(table)
+
+
+def pretrained_models() -> list[Any]:
+    """``PretrainedModel`` rows for every preset and backbone the registries give a weight enum."""
+    from detseg.backbones import BACKBONES
+    from detseg.models import MODELS
+    from detseg.weights import PretrainedModel
+
+    return [
+        PretrainedModel(entry.name, kind, entry.meta.get("task"), entry.meta["weights"])
+        for kind, registry in (("preset", MODELS), ("backbone", BACKBONES))
+        for entry in registry
+        if entry.meta.get("weights")
+    ]
+
+
+def _enum_of_model(name: str) -> str:
+    """The weight-enum class name of preset or backbone ``name`` (its DEFAULT weights), else
+    ``name`` itself."""
+    enums = {model.name: model.weights_enum for model in pretrained_models()}
+    return enums.get(name, name)
 
 
 def _info_dict(info: Any) -> dict[str, Any]:
@@ -107,13 +129,14 @@ def download_command(
         try:
             bar = _ProgressBar(name)
             with bar as update:
-                path = download_weights(name, progress=update)
+                path = download_weights(_enum_of_model(name), progress=update)
         except DetsegError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False,
+                              soft_wrap=True)
             failed += 1
             continue
         verb = "downloaded" if bar.used else "cached"
-        console.print(f"{name}: {verb} {path}", highlight=False, soft_wrap=True)
+        console.print(f"{name}: {verb} {path}", highlight=False, soft_wrap=True, markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -153,7 +176,7 @@ class _ProgressBar:
                 TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=total)
+            self._task = self._progress.add_task(escape(self.label), total=total)
             self.used = True
         self._progress.update(self._task, completed=done, total=total)
 
@@ -181,8 +204,8 @@ def import_command(
     """
     from detseg.weights import import_weights
 
-    path = import_weights(file, name)
-    console.print(f"imported {file} -> {path}", highlight=False, soft_wrap=True)
+    path = import_weights(file, _enum_of_model(name) if name else None)
+    console.print(f"imported {file} -> {path}", highlight=False, soft_wrap=True, markup=False)
 
 
 @weights_app.command("verify")
@@ -199,7 +222,7 @@ def verify_command(
     """
     from detseg.weights import cache_dir, verify_weights
 
-    results = verify_weights()
+    results = verify_weights(pretrained_models())
     bad = [r for r in results if r.status in ("mismatch", "missing")]
     if json_out:
         print_json([
@@ -207,14 +230,15 @@ def verify_command(
             for r in results
         ])
     elif not results:
-        console.print(f"no weight files to verify (cache: {cache_dir()})", highlight=False)
+        console.print(f"no weight files to verify (cache: {cache_dir()})", highlight=False,
+                      markup=False)
     else:
         rows = [
-            (str(r.path), r.status, (r.expected or "")[:16], (r.actual or "")[:16])
+            (escape(str(r.path)), r.status, (r.expected or "")[:16], (r.actual or "")[:16])
             for r in results
         ]
         print_table("weights verify", ["file", "status", "expected", "sha256"], rows)
     for r in bad:
-        warn(f"{r.path}: {r.status}")
+        warn(f"{escape(str(r.path))}: {r.status}")
     if bad:
         raise typer.Exit(1)

@@ -224,13 +224,13 @@ def test_preset_weights_load_strictly_or_transfer(monkeypatch) -> None:
     reference = build_model("lraspp_mobilenet_v3_large").state_dict()
     asked = []
 
-    def fake_resolve(weights, preset=None):
-        asked.append((weights, preset))
+    def fake_resolve(weights, default_enum=None):
+        asked.append((weights, default_enum))
         return LoadedWeights(state_dict=reference, spec=None, source="test")
 
     monkeypatch.setattr(detseg.weights, "resolve_weights", fake_resolve)
     model = build_model("lraspp_mobilenet_v3_large", weights="DEFAULT")
-    assert asked == [("DEFAULT", "lraspp_mobilenet_v3_large")]
+    assert asked == [("DEFAULT", "LRASPP_MobileNet_V3_Large_Weights")]
     assert model.spec.class_names[:2] == ["__background__", "aeroplane"]
     key = "classifier.high_classifier.weight"
     assert torch.equal(model.state_dict()[key], reference[key])

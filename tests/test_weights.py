@@ -17,7 +17,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from detseg.cli.main import app
-from detseg.errors import UnsafeCheckpointError, UsageError, WeightsError
+from detseg.errors import UnsafeCheckpointError, WeightsError
 from detseg.spec import ModelSpec
 from detseg.weights import (
     cache_dir,
@@ -220,7 +220,7 @@ def test_resolve_local_files_and_manifest_names(tmp_path: Path) -> None:
 
 
 def test_resolve_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="needs a model preset"):
+    with pytest.raises(WeightsError, match="DEFAULT: this model has no pretrained weights"):
         resolve_weights("DEFAULT")
     with pytest.raises(WeightsError, match="detseg weights list"):
         resolve_weights("no_such_weights")
@@ -254,7 +254,7 @@ def test_torchvision_enums_use_torch_hub_cache(tmp_path: Path) -> None:
 
 def test_default_uses_the_preset_weight_enum(tmp_path: Path) -> None:
     state = _fake_hub_file(tmp_path, "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth")
-    loaded = resolve_weights("DEFAULT", preset="fasterrcnn_resnet50_fpn_v2")
+    loaded = resolve_weights("DEFAULT", default_enum="FasterRCNN_ResNet50_FPN_V2_Weights")
     assert torch.equal(loaded.state_dict["fc.weight"], state["fc.weight"])
     assert loaded.meta["categories"][1] == "person"
 
@@ -264,8 +264,11 @@ def test_import_verifies_known_hashes(tmp_path: Path) -> None:
     torch.save({"w": torch.zeros(2)}, fake)
     with pytest.raises(WeightsError, match="is not ResNet18_Weights.IMAGENET1K_V1"):
         import_weights(fake, name="ResNet18_Weights.IMAGENET1K_V1")
-    with pytest.raises(WeightsError, match="DEFAULT weights"):
-        import_weights(fake, name="resnet18")  # a backbone, hash known from its enum
+    with pytest.raises(WeightsError, match=r"is not ResNet18_Weights.DEFAULT \(ResNet18_Weig"):
+        import_weights(fake, name="ResNet18_Weights")  # a bare enum: its DEFAULT member
+    imported = CliRunner().invoke(app, ["weights", "import", str(fake), "--name", "resnet18"])
+    assert isinstance(imported.exception, WeightsError)  # a backbone: its enum's hash
+    assert "ResNet18_Weights.DEFAULT" in str(imported.exception)
     assert not cache_dir().exists() or not list(cache_dir().iterdir())
     sha = hashlib.sha256(fake.read_bytes()).hexdigest()
     renamed = tmp_path / f"mine-{sha[:8]}.pth"
@@ -304,7 +307,9 @@ def test_verify_and_list(tmp_path: Path) -> None:
     assert rows[good.name] == "mismatch"
 
     _fake_hub_file(tmp_path, RESNET18_FILE)
-    infos = {i.name: i for i in list_weights()}
+    from detseg.cli.weights import pretrained_models
+
+    infos = {i.name: i for i in list_weights(pretrained_models())}
     assert infos["s"].kind == "manifest" and infos["s"].path == tmp_path / "shipped" / "s.pt"
     assert infos["ResNet18_Weights.IMAGENET1K_V1"].path is not None
     assert infos["ResNet18_Weights.IMAGENET1K_V1"].default

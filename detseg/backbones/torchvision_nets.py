@@ -158,12 +158,14 @@ def build_torchvision_backbone(name: str, pretrained: bool = False) -> Torchvisi
     net = TORCHVISION_NETS[name]
     model = torchvision_model(name)
     if pretrained:
-        import torchvision
+        from detseg.weights import (
+            load_state_dict_checked,
+            load_torchvision_weights,
+            torchvision_enum,
+        )
 
-        from detseg.weights import load_torchvision_weights
-
-        enum = getattr(torchvision.models, net.weights).DEFAULT
-        model.load_state_dict(load_torchvision_weights(enum))
+        member = torchvision_enum(net.weights)
+        load_state_dict_checked(model, load_torchvision_weights(member), f"{net.weights}.DEFAULT")
     return TorchvisionBackbone(model, net)
 
 

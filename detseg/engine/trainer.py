@@ -427,10 +427,11 @@ class Trainer:
             )
 
     def _load_transfer_weights(self, model: nn.Module, weights: str) -> None:
-        from detseg.models import load_matching_state_dict
+        from detseg.models import load_matching_state_dict, model_info
         from detseg.weights import resolve_weights
 
-        loaded = resolve_weights(weights, preset=self.config.model)
+        loaded = resolve_weights(weights,
+                                 default_enum=model_info(self.config.model)["weights"])
         own = model.state_dict()
         donor = loaded.spec
         if donor is not None and donor.family != model.spec.family \

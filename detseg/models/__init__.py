@@ -171,24 +171,18 @@ def build_from_spec(spec: ModelSpec, pretrained_backbone: bool = False) -> nn.Mo
     return model
 
 
-def load_matching_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
+def load_matching_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
+                             source: str = "state dict") -> list[str]:
     """Load every entry of ``state_dict`` whose shape matches ``model``'s; return the skipped.
 
     For transfer learning: class-dependent head layers (the box predictor, the classifier) that
-    differ in shape keep their fresh initialization. Keys missing from ``state_dict`` or unknown
-    to ``model`` are an error (a different network, not a different head).
+    differ in shape keep their fresh initialization, and their names come back sorted. Keys
+    missing from ``state_dict`` or unknown to ``model`` raise ``WeightsError`` naming them and
+    ``source`` (a different network, not a different head).
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise ModelBuildError(
-            f"state dict does not fit the model: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}"
-        )
-    skipped = sorted(k for k, v in state_dict.items() if v.shape != own[k].shape)
-    model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped}, strict=False)
-    return skipped
+    from detseg.weights import load_state_dict_checked
+
+    return load_state_dict_checked(model, state_dict, source, reinit_mismatched=True)
 
 
 def build_model(
@@ -204,10 +198,15 @@ def build_model(
 
     ``weights`` is anything ``detseg.weights.resolve_weights`` accepts (``DEFAULT``, an enum
     name, a file, a manifest name, a URL) or ``None``/``"none"``. A detseg checkpoint carries its
-    spec, so ``name`` may be ``None``; with ``num_classes`` different from the checkpoint's, the
-    class-dependent head layers are re-initialized (``load_matching_state_dict``) and the
-    model's spec takes the new classes. ``pretrained_backbone`` loads ImageNet weights into a
-    family's backbone (not stored in the spec; a checkpoint overrides it anyway).
+    spec, so ``name`` may be ``None``. ``DEFAULT`` means the preset's torchvision weights
+    (``MODELS`` metadata ``weights``). Loading is strict: tensors of another shape, or keys the
+    model and the file do not share, raise ``WeightsError`` naming them. Only when a class count
+    is asked for (``num_classes`` or ``class_names``) and differs from the weights' are the
+    class-dependent head layers re-initialized instead (a transfer), and the model's spec takes
+    the new classes. A model built with weights carries ``reinitialized``: the sorted names of
+    the tensors left at their fresh initialization (``[]`` when everything loaded).
+    ``pretrained_backbone`` loads ImageNet weights into a family's backbone (not stored in the
+    spec; a checkpoint overrides it anyway).
     """
     if weights is None or str(weights).lower() == "none":
         if name is None:
@@ -215,9 +214,10 @@ def build_model(
         spec = make_spec(name, backbone, num_classes, **options)
         return build_from_spec(spec, pretrained_backbone)
 
-    from detseg.weights import resolve_weights
+    from detseg.weights import load_state_dict_checked, resolve_weights
 
-    loaded = resolve_weights(weights, preset=name)
+    default_enum = MODELS.get(name).meta["weights"] if name is not None else None
+    loaded = resolve_weights(weights, default_enum=default_enum)
     if loaded.spec is not None:
         spec = loaded.spec
         if name is not None and name not in (spec.family, _preset_family(name)):
@@ -236,11 +236,9 @@ def build_model(
             raise ModelBuildError(f"weights {weights} carry no model spec: name the model too")
         spec = make_spec(name, backbone, num_classes, **options)
     model = build_from_spec(spec)
-    own = model.state_dict()
-    if any(k in own and own[k].shape != v.shape for k, v in loaded.state_dict.items()):
-        load_matching_state_dict(model, loaded.state_dict)
-    else:
-        model.load_state_dict(loaded.state_dict)
+    classes_asked = num_classes is not None or bool(options.get("class_names"))
+    model.reinitialized = load_state_dict_checked(model, loaded.state_dict, loaded.source,
+                                                  reinit_mismatched=classes_asked)
     return model
 
 
