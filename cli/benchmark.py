@@ -6,7 +6,6 @@ import typer
 
 from detseg.cli.console import console, fail, print_json, print_table
 
-FAMILIES = ("faster_rcnn", "mask_rcnn", "ssd", "ssdlite", "unet", "segnet")
 COLUMNS = ("model", "backbone", "imgsz", "batch_size", "device", "params", "gflops",
            "latency_ms_p50", "latency_ms_p90", "throughput", "peak_mem_mb")
 
@@ -36,8 +35,8 @@ def benchmark_command(
         None, "--threads", help="CPU threads for torch (default: torch's own choice); on a "
         "busy machine 1 gives steadier CPU timings."),
     all_families: bool = typer.Option(
-        False, "--all", help=f"Sweep every family ({', '.join(FAMILIES)}) on one backbone "
-        "(default tiny) into one table."),
+        False, "--all", help="Sweep every registered family (see `detseg models`) on one "
+        "backbone (default tiny) into one table."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON (a list with --all)."),
 ) -> None:
     """Measure a model: params, GFLOPs, latency p50/p90, images/s, peak memory.
@@ -57,7 +56,9 @@ def benchmark_command(
       detseg benchmark --model deeplabv3_resnet50 --device cuda --half -b 8
     """
     from detseg.cli.model_options import build_cli_model
-    from detseg.profile import benchmark, resolve_device
+    from detseg.engine.device import select_device
+    from detseg.models import list_models
+    from detseg.profile import benchmark
 
     if not all_families and model is None and weights is None:
         fail("give --model, --weights with a detseg checkpoint, or --all")
@@ -69,8 +70,8 @@ def benchmark_command(
         import torch
 
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    names = list(FAMILIES) if all_families else [model]
+    dev = select_device(device)
+    names = list_models(kind="family") if all_families else [model]
     chosen_backbone = backbone or ("tiny" if all_families else None)
     rows = []
     for name in names:

@@ -157,16 +157,13 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, s
               model_name: str | None, weights: str | None, iou_type: str | None, backend: str,
               max_images: int | None, batch_size: int, device: str, out: Path | None,
               plots: bool, as_json: bool) -> None:
-    import torch
-
     from detseg.data import build_dataset
-    from detseg.data.transforms import build_transforms
+    from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model
-    from detseg.models import build_model
+    from detseg.models.loading import load_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_model(model_name, weights=weights).to(device).eval()
+    torch_device = select_device(device)
+    model = load_model(model_name, weights).to(torch_device).eval()
     spec = model.spec
     if iou_type is not None and spec.task == "semantic":
         fail("--iou-type is for detection and instance models; this one is semantic")
@@ -175,7 +172,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, s
     options: dict[str, Any] = {}
     if ann is not None:
         options = {"ann_file": ann, "images_dir": images}
-    transforms = build_transforms("none", train=False, task=spec.task, imgsz=spec.input_size)
+    transforms = None  # the task adapter resizes, as detect/segment do; metrics at full size
     data = build_dataset(dataset, root, split=split, task=spec.task, transforms=transforms,
                          **options)
     for line in getattr(data, "warnings", [])[:5]:
@@ -185,7 +182,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, s
     total = len(data) if max_images is None else min(max_images, len(data))
     run = _ProgressRun(total)
     with run as progress:
-        result = evaluate_model(model, data, batch_size=batch_size, device=device,
+        result = evaluate_model(model, data, batch_size=batch_size, device=torch_device,
                                 max_images=max_images, progress=progress,
                                 iou_types=(iou_type,) if iou_type else None, backend=backend)
     out_dir = _out_dir(out)

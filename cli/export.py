@@ -55,8 +55,8 @@ def export_command(
       detseg export --weights runs/train/exp/best.pt -f onnx --out model.onnx
     """
     from detseg.cli.model_options import build_cli_model
+    from detseg.engine.device import select_device
     from detseg.export import EXPORT_FORMATS, SUFFIXES, check_export, export_model
-    from detseg.profile import resolve_device
     from detseg.runs import new_run_dir
 
     if fmt not in EXPORT_FORMATS:
@@ -64,7 +64,7 @@ def export_command(
     net = build_cli_model(model, backbone, weights, num_classes, imgsz)
     if weights is None:
         warn("no --weights: exporting randomly initialised weights")
-    net = net.to(resolve_device(device))
+    net = net.to(select_device(device))
     spec = net.spec
     size = imgsz or spec.input_size
     stem = "_".join(part for part in (spec.family, spec.backbone) if part)

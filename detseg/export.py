@@ -31,49 +31,14 @@ from torch import Tensor, nn
 
 from detseg import __version__
 from detseg.errors import ExportError, UsageError
-from detseg.profile import DETECTION_TASKS, model_task
+from detseg.spec import ModelSpec
+from detseg.tasks import SemanticAdapter, TaskAdapter, task_adapter
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 ONNX_OPSET = 17
 METADATA_KEY = "detseg"
 TORCHSCRIPT_EXTRA = "detseg.json"
-
-
-class DetectionExport(nn.Module):
-    """``images [1, 3, H, W]`` in [0, 1] -> ``[boxes, labels, scores(, masks)]`` of that image."""
-
-    def __init__(self, model: nn.Module, output_names: list[str]):
-        super().__init__()
-        self.model = model
-        self.output_names = output_names
-
-    def forward(self, images: Tensor) -> list[Tensor]:
-        result = self.model(list(images.unbind(0)))
-        # scripted torchvision detectors return (losses, detections) in every mode
-        detections = result[1] if torch.jit.is_scripting() else result
-        first = detections[0]
-        return [first[name] for name in self.output_names]
-
-
-class SemanticExport(nn.Module):
-    """``images [N, 3, H, W]`` in [0, 1] -> ``logits [N, C, H, W]`` (normalizes first)."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model((images - self.mean) / self.std)
-
-
-class SemanticDictExport(SemanticExport):
-    """Same as ``SemanticExport`` for torchvision presets that return ``{"out": logits, ...}``."""
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model((images - self.mean) / self.std)["out"]
 
 
 @dataclass
@@ -110,21 +75,25 @@ def _spec_dict(model: nn.Module) -> dict[str, Any] | None:
     return spec.to_dict() if spec is not None else None
 
 
+def _adapter(model: nn.Module) -> TaskAdapter:
+    """The model's task adapter; a plain module without a spec is exported as a tensor-in,
+    tensor-out network (semantic, no normalization)."""
+    if getattr(model, "spec", None) is None:
+        return SemanticAdapter(ModelSpec(family=type(model).__name__, backbone=None,
+                                         num_classes=1, task="semantic", mean=(0.0, 0.0, 0.0),
+                                         std=(1.0, 1.0, 1.0)))
+    return task_adapter(model)
+
+
 def build_export_module(model: nn.Module, imgsz: int) -> tuple[nn.Module, list[str]]:
-    """The wrapper around ``model`` that is exported, and its output names."""
-    model = model.eval()
-    task = model_task(model)
-    if task in DETECTION_TASKS:
-        names = ["boxes", "labels", "scores"] + (["masks"] if task == "instance" else [])
-        return DetectionExport(model, names).eval(), names
-    spec = getattr(model, "spec", None)
-    mean = spec.mean if spec is not None else (0.0, 0.0, 0.0)
-    std = spec.std if spec is not None else (1.0, 1.0, 1.0)
-    param = next(model.parameters())
-    with torch.inference_mode():
-        probe = model(torch.zeros(1, 3, imgsz, imgsz, device=param.device, dtype=param.dtype))
-    wrapper = SemanticDictExport if isinstance(probe, dict) else SemanticExport
-    return wrapper(model, mean, std).to(param.device, param.dtype).eval(), ["logits"]
+    """The wrapper around ``model`` that is exported, and its output names (the task
+    adapter's ``export_module``)."""
+    return _adapter(model).export_module(model.eval(), imgsz)
+
+
+def _one_image_per_call(model: nn.Module) -> bool:
+    """Detectors export one image per call (per-image outputs have different lengths)."""
+    return not _adapter(model).export_batches
 
 
 def sample_images(model: nn.Module, imgsz: int, batch_size: int = 1,
@@ -168,7 +137,7 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, imgsz: int = 320,
     out.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).half() if half else model.float()
     wrapper, names = build_export_module(model, imgsz)
-    detection = model_task(model) in DETECTION_TASKS
+    detection = _one_image_per_call(model)
     sample = sample_images(model, imgsz)
     try:
         with torch.inference_mode():
@@ -227,7 +196,7 @@ def _serves(run: Any, model: nn.Module, batch: int, size: tuple[int, int]) -> bo
             outputs = run(images.cpu().numpy() if isinstance(run, ExportedModel) else images)
     except Exception:  # a graph with baked-in sizes fails in many runtime-specific ways
         return False
-    if model_task(model) in DETECTION_TASKS:
+    if _one_image_per_call(model):
         return True
     logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
     return tuple(logits.shape) == (batch, logits.shape[1], *size)
@@ -236,8 +205,8 @@ def _serves(run: Any, model: nn.Module, batch: int, size: tuple[int, int]) -> bo
 def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynamic_batch: bool,
                     dynamic_size: bool, half: bool, fmt: str) -> dict[str, str]:
     """String key/values stored in the exported file (the spec as JSON under ``detseg``)."""
-    task = model_task(model)
-    detection = task in DETECTION_TASKS
+    task = _adapter(model).name
+    detection = _one_image_per_call(model)
     spec = _spec_dict(model)
     description = {
         "spec": spec,
@@ -423,7 +392,7 @@ def check_export(result: ExportResult, model: nn.Module, imgsz: int) -> CheckRes
     """
     exported = ExportedModel(result.path)
     wrapper, names = build_export_module(model, imgsz)
-    detection = model_task(model) in DETECTION_TASKS
+    detection = _one_image_per_call(model)
     shapes = [(1, imgsz, imgsz)]
     if result.dynamic_batch or result.dynamic_size:
         height, width = other_size(imgsz) if result.dynamic_size else (imgsz, imgsz)

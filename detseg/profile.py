@@ -23,39 +23,23 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from detseg.engine.device import select_device
 from detseg.errors import UsageError
-
-DETECTION_TASKS = ("detect", "instance")
-
-
-def model_task(model: nn.Module) -> str:
-    """``detect``, ``instance`` or ``semantic`` from ``model.spec``; ``semantic`` without a spec.
-
-    Modules without a spec are treated as plain tensor-in, tensor-out networks.
-    """
-    spec = getattr(model, "spec", None)
-    return spec.task if spec is not None else "semantic"
 
 
 def example_inputs(model: nn.Module, imgsz: int | tuple[int, int], batch_size: int = 1,
                    device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor] | torch.Tensor:
-    """Random inputs in the form the model's forward expects.
+                   dtype: torch.dtype = torch.float32) -> Any:
+    """Random inputs in the form the model's forward expects (its task adapter's
+    ``example_inputs``): detectors get a list of CHW images in [0, 1], semantic models a
+    normalized NCHW batch; a module without a ``spec`` gets a plain NCHW batch in [0, 1].
+    ``imgsz`` is one side or ``(height, width)``."""
+    from detseg.tasks import task_adapter
 
-    Detection/instance models get a list of ``batch_size`` CHW float tensors in [0, 1] (they
-    normalize and resize themselves); semantic models get a normalized NCHW batch using the
-    spec's mean/std. ``imgsz`` is one side or ``(height, width)``.
-    """
-    height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    images = torch.rand(batch_size, 3, height, width, device=device)
-    if model_task(model) in DETECTION_TASKS:
-        return [img.to(dtype) for img in images]
-    spec = getattr(model, "spec", None)
-    if spec is not None:
-        mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-        images = (images - mean) / std
-    return images.to(dtype)
+    if getattr(model, "spec", None) is None:
+        height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+        return torch.rand(batch_size, 3, height, width, device=device).to(dtype)
+    return task_adapter(model).example_inputs(imgsz, batch_size, device, dtype)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -99,19 +83,6 @@ class BenchmarkResult:
         return asdict(self)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``auto`` picks CUDA when available; an unusable device is a ``UsageError``."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise UsageError(f"unknown device {device!r}: {err}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available here")
-    return dev
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -147,7 +118,7 @@ def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
     """
     if iters < 1 or warmup < 0 or batch_size < 1 or imgsz < 1:
         raise UsageError("iters, batch size and image size must be positive, warm-up >= 0")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = device if isinstance(device, torch.device) else select_device(device)
     model = model.eval().to(dev)
     spec = getattr(model, "spec", None)
     inputs = example_inputs(model, imgsz, batch_size, dev)

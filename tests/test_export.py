@@ -19,10 +19,10 @@ from detseg.export import (
     export_model,
     read_export_metadata,
 )
-from detseg.models import build_model
+from detseg.models import build_model, list_models
 from detseg.spec import ModelSpec
 
-FAMILIES = ("faster_rcnn", "mask_rcnn", "ssd", "ssdlite", "unet", "segnet")
+FAMILIES = tuple(list_models(kind="family"))
 TOLERANCE = {"boxes": 1e-3, "labels": 0.0, "scores": 1e-4, "masks": 1e-4, "logits": 1e-4}
 IMGSZ = 64
 CLASS_NAMES = ["background", "circle", "square"]

@@ -27,6 +27,32 @@ def stride_key(stride: int) -> str:
     return f"s{stride}"
 
 
+def module_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The stages of ``backbone`` in input-to-output order, for ``--freeze N``.
+
+    ``tiny``: stem plus first stage, then one per stride; ResNets: stem (conv1, bn1), layer1..4;
+    RegNets: stem, then the trunk blocks; nets with a ``features`` sequence (MobileNet, VGG,
+    EfficientNet, ConvNeXt): its blocks; otherwise the parameterized children.
+    """
+    def params(m: nn.Module) -> bool:
+        return any(True for _ in m.parameters())
+
+    stages = getattr(backbone, "stages", None)
+    if isinstance(stages, nn.ModuleList):
+        stages = list(stages)
+        stem = getattr(backbone, "stem", None)
+        return [nn.ModuleList([stem, stages[0]]), *stages[1:]] if stem is not None else stages
+    if hasattr(backbone, "layer1"):
+        stem = nn.ModuleList([m for n, m in backbone.named_children() if n in ("conv1", "bn1")])
+        return [stem, *(getattr(backbone, f"layer{k}") for k in range(1, 5)
+                        if hasattr(backbone, f"layer{k}"))]
+    if hasattr(backbone, "trunk_output"):
+        return [backbone.stem, *backbone.trunk_output.children()]
+    if isinstance(getattr(backbone, "features", None), nn.Sequential):
+        return [m for m in backbone.features.children() if params(m)]
+    return [m for m in backbone.children() if params(m)]
+
+
 class Backbone(nn.Module):
     """Base class of registry backbones: ``forward(x) -> OrderedDict[str, Tensor]``.
 
@@ -40,6 +66,17 @@ class Backbone(nn.Module):
     def keys(self) -> list[str]:
         """Feature-dict keys in output order (``["s2", ..., "s32"]``)."""
         return [stride_key(s) for s in self.strides]
+
+    @property
+    def feature_info(self) -> list[dict[str, int | str]]:
+        """One entry per feature map, shallow to deep, as timm's ``feature_info``:
+        ``{"key": "s8", "num_chs": channels, "reduction": stride}``."""
+        return [{"key": k, "num_chs": c, "reduction": s}
+                for k, c, s in zip(self.keys, self.channels, self.strides, strict=True)]
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The backbone's stages in input-to-output order (what ``--freeze N`` freezes)."""
+        return module_stages(self)
 
     def channels_at(self, key: str) -> int:
         """Channels of the map named ``key``."""

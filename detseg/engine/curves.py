@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,4 +52,21 @@ def plot_results(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def write_results_csv(history: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """One row per epoch (every key any row has, in first-seen order), written atomically."""
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    path = Path(path)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    tmp.replace(path)
     return path

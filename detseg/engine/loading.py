@@ -7,7 +7,7 @@ and count them (this works with worker processes too, since markers travel with 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +106,3 @@ class ResumableSampler(Sampler[int]):
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
     """Indices ``rank, rank + world_size, ...`` below ``n`` (no padding): one rank's share."""
     return list(range(rank, n, world_size))
-
-
-def semantic_batch(images: list[torch.Tensor], targets: list[dict],
-                   normalize: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor,
-                                                                               torch.Tensor]:
-    """Stack semantic samples: normalized images ``N x 3 x H x W`` and masks ``N x H x W`` int64."""
-    x = normalize(torch.stack([torch.as_tensor(im, dtype=torch.float32) for im in images]))
-    y = torch.stack([torch.as_tensor(t["mask"]).long().reshape(t["mask"].shape[-2:])
-                     for t in targets])
-    return x, y

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,3 +102,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_iters: in
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(kind, total_iters, warmup_iters, **kwargs)
     )
+
+
+def restore_schedule(optimizer: torch.optim.Optimizer, scheduler: Any,
+                     state: dict[str, Any]) -> None:
+    """Resume ``scheduler`` (a ``LambdaLR`` from ``build_scheduler``) at the step counts of
+    its saved ``state``; the schedule follows the current (possibly extended) length."""
+    scheduler.last_epoch = state["last_epoch"]
+    scheduler._step_count = state["_step_count"]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                   scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

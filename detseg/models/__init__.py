@@ -21,16 +21,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
+import detseg.models.families  # noqa: F401  (registers every family module)
 from detseg.backbones import backbone_info, build_backbone
 from detseg.errors import ModelBuildError, RegistryError
+from detseg.models.family import FAMILIES as FAMILY_REGISTRY
 from detseg.models.family import Family
 from detseg.models.presets import PRESETS, Preset
-from detseg.models.rcnn import FASTER_RCNN, MASK_RCNN
-from detseg.models.segnet import SEGNET_FAMILY
-from detseg.models.ssd import SSD_FAMILY, SSDLITE_FAMILY
-from detseg.models.unet import UNET_FAMILY
 from detseg.registry import Registry
 from detseg.spec import TASKS, ModelSpec
+from detseg.tasks.semantic import semantic_logits
 
 __all__ = [
     "MODELS",
@@ -43,9 +42,7 @@ __all__ = [
     "semantic_logits",
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    FASTER_RCNN, MASK_RCNN, SSD_FAMILY, SSDLITE_FAMILY, UNET_FAMILY, SEGNET_FAMILY,
-]}
+FAMILIES: dict[str, Family] = {e.name: e.builder for e in FAMILY_REGISTRY}
 
 MODELS = Registry("model")
 for _family in FAMILIES.values():
@@ -64,26 +61,21 @@ DEFAULT_CLASSES = {"detect": "FasterRCNN_ResNet50_FPN_Weights", "instance":
                    "FasterRCNN_ResNet50_FPN_Weights", "semantic": "DeepLabV3_ResNet50_Weights"}
 
 
-def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    """Family and preset names matching ``pattern`` (and ``task`` if given), sorted."""
+def list_models(pattern: str = "*", task: str | None = None, kind: str | None = None) -> list[str]:
+    """Family and preset names matching ``pattern`` (and ``task``, and ``kind`` ``family`` or
+    ``preset``, if given), sorted."""
     if task is not None and task not in TASKS:
         raise RegistryError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    if kind not in (None, "family", "preset"):
+        raise RegistryError(f"unknown model kind {kind!r}; kinds are family and preset")
     return [n for n in MODELS.names() if fnmatch.fnmatchcase(n, pattern)
-            and (task is None or MODELS.get(n).meta["task"] == task)]
+            and (task is None or MODELS.get(n).meta["task"] == task)
+            and (kind is None or MODELS.get(n).meta["kind"] == kind)]
 
 
 def model_info(name: str) -> dict[str, Any]:
     """``{name, task, family, backbone, pretrained, kind, weights, input_size, summary}``."""
     return {"name": name, **MODELS.get(name).meta}
-
-
-def semantic_logits(output: Tensor | Mapping[str, Tensor]) -> Tensor:
-    """The ``N x C x H x W`` logits of a semantic model (a tensor, or torchvision's ``"out"``)."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, Mapping) and "out" in output:
-        return output["out"]
-    raise ModelBuildError(f"not a semantic model output: {type(output).__name__}")
 
 
 def _default_class_names(task: str) -> list[str]:

@@ -15,7 +15,12 @@ from torch import nn
 
 from detseg.backbones import Backbone
 from detseg.errors import ModelBuildError
+from detseg.registry import Registry
 from detseg.spec import ModelSpec
+
+#: every model family, filled by the modules of ``detseg.models.families`` as they are imported
+FAMILIES = Registry("model family")
+Builder = Callable[[Backbone, ModelSpec], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,23 @@ def is_small(backbone_info: dict[str, Any]) -> bool:
     """Backbones whose widest map has <= 256 channels (``tiny``) get narrower heads."""
     return max(backbone_info["channels"]) <= 256
 
+
+def register_family(name: str, *, task: str, default_backbone: str, input_size: int,
+                    defaults: Callable[[dict[str, Any], int], dict[str, Any]],
+                    summary: str) -> Callable[[Builder], Builder]:
+    """Decorator registering a family's builder ``(backbone, spec) -> nn.Module``::
+
+        @register_family("unet", task="semantic", default_backbone="resnet34",
+                         input_size=512, defaults=unet_defaults, summary="U-Net ...")
+        def build_unet(backbone: Backbone, spec: ModelSpec) -> nn.Module: ...
+
+    ``defaults(backbone_info, input_size)`` gives every option's default (``Family``).
+    """
+
+    def decorator(build: Builder) -> Builder:
+        family = Family(name=name, task=task, default_backbone=default_backbone,
+                        input_size=input_size, defaults=defaults, build=build, summary=summary)
+        FAMILIES.add(name, family, task=task)
+        return build
+
+    return decorator

@@ -35,3 +35,17 @@ def load_model(model: str | None, weights: str | None = None, backbone: str | No
                 f"checkpoint, or a manifest name from `detseg weights list`), or "
                 f"weights 'none' to run it randomly initialised")
     return build_model(model, backbone=backbone, weights=weights)
+
+
+def model_task(model: str | None, weights: str | None) -> str:
+    """``detect``, ``instance`` or ``semantic`` for a model name or a detseg checkpoint."""
+    if model is not None:
+        return str(model_info(model)["task"])
+    if weights is None:
+        raise UsageError("give a model name, or weights of a detseg checkpoint")
+    from detseg.weights import resolve_weights
+
+    spec = resolve_weights(weights).spec
+    if spec is None:
+        raise UsageError(f"weights {weights}: not a detseg checkpoint; name the model too")
+    return spec.task

@@ -20,6 +20,7 @@ from detseg.tasks.base import (
     InferenceSettings,
     Prepared,
     TaskAdapter,
+    float_image,
 )
 from detseg.tasks.detection import DetectionAdapter, InstanceAdapter
 from detseg.tasks.semantic import SemanticAdapter
@@ -34,6 +35,7 @@ __all__ = [
     "Prepared",
     "SemanticAdapter",
     "TaskAdapter",
+    "float_image",
     "task_adapter",
 ]
 

@@ -65,6 +65,15 @@ MIN_IMGSZ = 32
 MAX_IMGSZ = 8192
 
 
+def float_image(image: Any, device: str | torch.device | None = None) -> Tensor:
+    """``3 x H x W`` float in [0, 1] (on ``device`` if given) from a uint8 or float image
+    tensor or array; tv_tensors come out as plain tensors."""
+    image = image.as_subclass(Tensor) if isinstance(image, Tensor) else torch.as_tensor(image)
+    if device is not None:
+        image = image.to(device, non_blocking=True)
+    return image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
+
+
 @dataclass
 class Prepared:
     """A batch ready for ``forward``.

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detseg.errors import DetsegError, UsageError
-from detseg.profile import DETECTION_TASKS, model_task
 from detseg.summary import feature_extractor, find_backbone
+from detseg.tasks import DetectionAdapter, task_adapter
 
 METHODS = ("activations", "filters", "occlusion", "gradcam")
 GRID_MAX_MAPS = 64
@@ -97,8 +97,8 @@ class _Runner:
 
     def __init__(self, model: nn.Module):
         self.model = model.eval()
-        self.task = model_task(model)
-        self.detection = self.task in DETECTION_TASKS
+        self.task = task_adapter(model).name
+        self.detection = isinstance(task_adapter(model), DetectionAdapter)
         spec = getattr(model, "spec", None)
         self.names = spec.names() if spec is not None else None
         self.mean = torch.tensor(spec.mean if spec else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from detseg.backbones import Backbone, stride_key
 from detseg.backbones.base import conv_bn_relu
-from detseg.models.family import Family
-from detseg.models.unet import decoder_strides, stride_size
+from detseg.models.families.unet import decoder_strides, stride_size
+from detseg.models.family import register_family
 from detseg.spec import ModelSpec
 
 PROBE_SIZE = 64
@@ -165,16 +165,12 @@ class SegNet(nn.Module):
         return self.classifier(y)
 
 
-def build_segnet(backbone: Backbone, spec: ModelSpec) -> SegNet:
-    return SegNet(backbone, spec.num_classes)
-
-
 def segnet_defaults(info: dict[str, Any], input_size: int) -> dict[str, Any]:
     return {}
 
 
-SEGNET_FAMILY = Family(
-    name="segnet", task="semantic", default_backbone="vgg16_bn", input_size=512,
-    defaults=segnet_defaults, build=build_segnet,
-    summary="SegNet: decoder max-unpools with the encoder's pool indices",
-)
+@register_family("segnet", task="semantic", default_backbone="vgg16_bn", input_size=512,
+                 defaults=segnet_defaults,
+                 summary="SegNet: decoder max-unpools with the encoder's pool indices")
+def build_segnet(backbone: Backbone, spec: ModelSpec) -> SegNet:
+    return SegNet(backbone, spec.num_classes)

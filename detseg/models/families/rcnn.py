@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from detseg.backbones import Backbone
 from detseg.errors import ModelBuildError
-from detseg.models.family import Family, is_small, require_strides
+from detseg.models.family import is_small, register_family, require_strides
 from detseg.spec import ModelSpec
 
 FPN_LEVELS = ["s4", "s8", "s16", "s32"]
@@ -147,15 +147,15 @@ def _head_style_is_v2(style: str) -> bool:
     return style == "v2"
 
 
-FASTER_RCNN = Family(
-    name="faster_rcnn", task="detect", default_backbone="resnet50", input_size=800,
-    defaults=lambda info, size: rcnn_defaults(info, size, masks=False),
-    build=lambda backbone, spec: build_rcnn(backbone, spec, masks=False),
-    summary="Faster R-CNN: FPN over strides 4..32, RPN, RoIAlign box head",
-)
-MASK_RCNN = Family(
-    name="mask_rcnn", task="instance", default_backbone="resnet50", input_size=800,
-    defaults=lambda info, size: rcnn_defaults(info, size, masks=True),
-    build=lambda backbone, spec: build_rcnn(backbone, spec, masks=True),
-    summary="Mask R-CNN: Faster R-CNN plus a 14x14 RoIAlign mask head",
-)
+@register_family("faster_rcnn", task="detect", default_backbone="resnet50", input_size=800,
+                 defaults=lambda info, size: rcnn_defaults(info, size, masks=False),
+                 summary="Faster R-CNN: FPN over strides 4..32, RPN, RoIAlign box head")
+def build_faster_rcnn(backbone: Backbone, spec: ModelSpec) -> nn.Module:
+    return build_rcnn(backbone, spec, masks=False)
+
+
+@register_family("mask_rcnn", task="instance", default_backbone="resnet50", input_size=800,
+                 defaults=lambda info, size: rcnn_defaults(info, size, masks=True),
+                 summary="Mask R-CNN: Faster R-CNN plus a 14x14 RoIAlign mask head")
+def build_mask_rcnn(backbone: Backbone, spec: ModelSpec) -> nn.Module:
+    return build_rcnn(backbone, spec, masks=True)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from detseg.backbones import Backbone
 from detseg.errors import ModelBuildError
-from detseg.models.family import Family, is_small, require_strides
+from detseg.models.family import is_small, register_family, require_strides
 from detseg.spec import ModelSpec
 
 SSD_SCALES = [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]
@@ -117,15 +117,15 @@ def build_ssd(backbone: Backbone, spec: ModelSpec, lite: bool) -> nn.Module:
                spec.num_classes, image_mean=list(spec.mean), image_std=list(spec.std), head=head)
 
 
-SSD_FAMILY = Family(
-    name="ssd", task="detect", default_backbone="vgg16", input_size=300,
-    defaults=lambda info, size: ssd_defaults(info, size, lite=False),
-    build=lambda backbone, spec: build_ssd(backbone, spec, lite=False),
-    summary="SSD300-style: strides 8..32 plus 3 extra blocks, 3x3 SSDHead",
-)
-SSDLITE_FAMILY = Family(
-    name="ssdlite", task="detect", default_backbone="mobilenet_v3_large", input_size=320,
-    defaults=lambda info, size: ssd_defaults(info, size, lite=True),
-    build=lambda backbone, spec: build_ssd(backbone, spec, lite=True),
-    summary="SSDLite: depthwise-separable extra blocks and heads",
-)
+@register_family("ssd", task="detect", default_backbone="vgg16", input_size=300,
+                 defaults=lambda info, size: ssd_defaults(info, size, lite=False),
+                 summary="SSD300-style: strides 8..32 plus 3 extra blocks, 3x3 SSDHead")
+def build_ssd300(backbone: Backbone, spec: ModelSpec) -> nn.Module:
+    return build_ssd(backbone, spec, lite=False)
+
+
+@register_family("ssdlite", task="detect", default_backbone="mobilenet_v3_large",
+                 input_size=320, defaults=lambda info, size: ssd_defaults(info, size, lite=True),
+                 summary="SSDLite: depthwise-separable extra blocks and heads")
+def build_ssdlite(backbone: Backbone, spec: ModelSpec) -> nn.Module:
+    return build_ssd(backbone, spec, lite=True)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from detseg.backbones import Backbone, stride_key
 from detseg.backbones.base import conv_bn_relu
 from detseg.errors import ModelBuildError
-from detseg.models.family import Family, is_small
+from detseg.models.family import is_small, register_family
 from detseg.spec import ModelSpec
 
 
@@ -83,12 +83,8 @@ def unet_defaults(info: dict[str, Any], input_size: int) -> dict[str, Any]:
     return {"decoder_channels": widths[:steps]}
 
 
+@register_family("unet", task="semantic", default_backbone="resnet34", input_size=512,
+                 defaults=unet_defaults,
+                 summary="U-Net: skip connections from every stride, decoder to full resolution")
 def build_unet(backbone: Backbone, spec: ModelSpec) -> UNet:
     return UNet(backbone, spec.num_classes, list(spec.options["decoder_channels"]))
-
-
-UNET_FAMILY = Family(
-    name="unet", task="semantic", default_backbone="resnet34", input_size=512,
-    defaults=unet_defaults, build=build_unet,
-    summary="U-Net: skip connections from every stride, decoder to full resolution",
-)
