@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
-from detseg.cli.console import console, fail
+from detseg.cli.console import console, err_console
+
+FORMATS_HINT = "list them with `detseg dataset formats`"
+MASK_TYPE_HELP = ("Mask folders: what mask values are, instance (ids, one class) or class "
+                  "(indices named by classes.txt); default: class when classes.txt names "
+                  "two or more classes.")
+MASK_SUFFIX_HELP = ("Mask folders: the suffix of mask names (NAME_mask.png: _mask); default: "
+                    "the one matching the most images.")
+IMAGES_HELP = "Image folder, where it is not where the format implies."
+MASKS_HELP = "Mask folders: the mask folder, where it is not masks/ beside images/."
 
 dataset_app = typer.Typer(
     name="dataset",
@@ -20,6 +33,52 @@ dataset_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     """Add the ``dataset`` command group."""
     app.add_typer(dataset_app, name="dataset")
+
+
+def _error(message: str, code: int = 2) -> None:
+    """``error: message`` on stderr, printed literally, and exit with ``code``."""
+    err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _warn(lines: Sequence[str], limit: int = 20) -> None:
+    """The first ``limit`` warnings on stderr (printed literally), then how many more."""
+    for line in lines[:limit]:
+        err_console.print(Text.assemble(("warning:", "yellow"), " ", line), soft_wrap=True)
+    if len(lines) > limit:
+        err_console.print(Text(f"warning: ... and {len(lines) - limit} more", style="yellow"))
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table whose cells are printed literally (``[x, y, w, h]`` is not markup)."""
+    table = Table(title=Text(title) if title else None, show_lines=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(Text(str(v)) for v in row))
+    console.print(table)
+
+
+def _folders(images: Path | None, masks: Path | None, mask_type: str | None,
+             mask_suffix: str | None) -> dict[str, Any]:
+    """Dataset options of the mask-folder flags (``None`` ones are ignored downstream)."""
+    return {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
+            "mask_suffix": mask_suffix}
+
+
+@dataset_app.command("formats")
+def formats_command() -> None:
+    """List the dataset formats detseg reads: name, tasks, options, layout.
+
+    Examples:
+
+      detseg dataset formats
+    """
+    from detseg.data import dataset_formats
+
+    rows = [(e.name, ", ".join(e.meta["tasks"]), ", ".join(e.meta["options"]) or "-",
+             e.meta["summary"]) for e in dataset_formats()]
+    _table(None, ["format", "tasks", "options", "layout"], rows)
 
 
 @dataset_app.command("shapes")
@@ -48,19 +107,19 @@ def shapes_command(
     from detseg.data.shapes import generate_shapes
 
     if out.exists() and any(out.iterdir()):
-        fail(f"{out}: folder exists and is not empty; pick another --out")
+        _error(f"{out}: folder exists and is not empty; pick another --out")
     start = time.perf_counter()
     generate_shapes(out, train=train, val=val, size=size, seed=seed, workers=workers)
     took = time.perf_counter() - start
-    console.print(f"wrote {train + val} images ({train} train, {val} val) of {size}x{size} "
-                  f"to {out} in {took:.1f} s", highlight=False)
+    console.print(Text(f"wrote {train + val} images ({train} train, {val} val) of "
+                       f"{size}x{size} to {out} in {took:.1f} s"))
 
 
 @dataset_app.command("convert")
 def convert_command(
     src: Path = typer.Argument(..., help="Source dataset root (or COCO annotation file)."),
     dst: Path = typer.Argument(..., help="New folder for the converted dataset."),
-    src_format: str = typer.Option(..., "--from", help="Source format: coco, voc, yolo, masks."),
+    src_format: str = typer.Option(..., "--from", help=f"Source format ({FORMATS_HINT})."),
     dst_format: str = typer.Option(..., "--to", help="Target format: coco or yolo."),
     split: list[str] = typer.Option(
         [], "--split", help="Split(s) to convert (repeatable; default: every split found)."),
@@ -70,41 +129,48 @@ def convert_command(
     task: str | None = typer.Option(
         None, "--task", help="Read objects as detect or instance (VOC: instance reads "
         "SegmentationObject instead of the XML boxes)."),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
+    mask_type: str | None = typer.Option(None, "--mask-type", help=MASK_TYPE_HELP),
+    mask_suffix: str | None = typer.Option(None, "--mask-suffix", help=MASK_SUFFIX_HELP),
 ) -> None:
     """Convert a dataset to COCO or YOLO. Images are copied; the source is never modified.
 
     COCO output: DST/images/<split>/, DST/annotations/instances_<split>.json (masks as
     polygons where exact, else RLE). YOLO output: DST/images/<split>/, DST/labels/<split>/,
-    DST/data.yaml. Crowd regions (and VOC difficult objects) have no YOLO form: left out.
+    DST/data.yaml (path, train, val, names). Crowd regions (and VOC difficult objects) have
+    no YOLO form: left out, as are entries that cannot be read (each one warned about).
 
     Examples:
 
       detseg dataset convert --from coco --to yolo data/shapes data/shapes_yolo
 
-      detseg dataset convert --from yolo --to coco data/shapes_yolo data/shapes_coco
+      detseg dataset convert --from coco --to yolo coco/annotations/instances_val2017.json out
+
+      detseg dataset convert --from masks --to coco PennFudanPed data/penn --mask-type instance
 
       detseg dataset convert --from voc --to coco VOCdevkit data/voc_coco --split val
     """
-    from detseg.cli.console import print_table, warn
     from detseg.data.convert import convert
 
     report = convert(src_format, src, dst_format, dst, splits=split or None, labels=labels,
-                     task=task)
-    for line in report.warnings[:20]:
-        warn(line)
-    if len(report.warnings) > 20:
-        warn(f"... and {len(report.warnings) - 20} more skipped entries")
+                     task=task, **_folders(images, masks, mask_type, mask_suffix))
+    _warn(report.warnings)
     rows = [(s, c["images"], c["objects"], c["left_out"]) for s, c in report.splits.items()]
-    print_table(f"{src} ({src_format}) -> {dst} ({dst_format})",
-                ["split", "images", "objects", "left out"], rows)
+    _table(f"{src} ({src_format}) -> {dst} ({dst_format})",
+           ["split", "images", "objects", "left out"], rows)
 
 
 @dataset_app.command("stats")
 def stats_command(
     path: Path = typer.Argument(..., help="Dataset root or COCO annotation file."),
     fmt: str | None = typer.Option(
-        None, "--format", help="coco, voc, yolo, masks or shapes (default: guessed)."),
+        None, "--format", help=f"Dataset format (default: guessed; {FORMATS_HINT})."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
+    mask_type: str | None = typer.Option(None, "--mask-type", help=MASK_TYPE_HELP),
+    mask_suffix: str | None = typer.Option(None, "--mask-suffix", help=MASK_SUFFIX_HELP),
 ) -> None:
     """Images, empty images, instances per class and box sizes by COCO area range
     (small < 32^2 <= medium < 96^2 <= large pixels), per split.
@@ -115,57 +181,64 @@ def stats_command(
 
       detseg dataset stats annotations/instances_val2017.json --json
     """
-    from detseg.cli.console import print_json, print_table
+    from detseg.cli.console import print_json
     from detseg.data.stats import dataset_stats
 
-    stats = dataset_stats(path, fmt)
+    stats = dataset_stats(path, fmt, **_folders(images, masks, mask_type, mask_suffix))
     if json_out:
         print_json(stats)
         return
     for split, s in stats["splits"].items():
+        _warn(s["warnings"], limit=5)
         lo, hi = s["image_size"]["min"], s["image_size"]["max"]
-        console.print(f"[bold]{split}[/bold] ({stats['format']}): {s['images']} images, "
-                      f"{s['empty_images']} without objects, {s['instances']} instances, "
-                      f"{s['crowd']} crowd; image sizes {lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]}",
-                      highlight=False)
+        console.print(Text.assemble(
+            (split, "bold"), f" ({stats['format']}): {s['images']} images, "
+            f"{s['empty_images']} without objects, {s['instances']} instances, "
+            f"{s['crowd']} crowd, {s['left_out']} left out; image sizes {lo[0]}x{lo[1]} .. "
+            f"{hi[0]}x{hi[1]}"))
         rows = [(name, count, *s["per_class_sizes"][name].values())
                 for name, count in s["per_class"].items()]
         rows.append(("all", s["instances"], *s["sizes"].values()))
-        print_table(None, ["class", "instances", "small", "medium", "large"], rows)
+        _table(None, ["class", "instances", "small", "medium", "large"], rows)
 
 
 @dataset_app.command("check")
 def check_command(
     path: Path = typer.Argument(..., help="Dataset root or annotation file."),
-    images: Path | None = typer.Option(
-        None, "--images", help="Image folder, where it is not where the format implies."),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
     fmt: str | None = typer.Option(
-        None, "--format", help="coco, voc, yolo, masks or shapes (default: guessed)."),
+        None, "--format", help=f"Dataset format (default: guessed; {FORMATS_HINT})."),
     json_out: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
+    mask_type: str | None = typer.Option(None, "--mask-type", help=MASK_TYPE_HELP),
+    mask_suffix: str | None = typer.Option(None, "--mask-suffix", help=MASK_SUFFIX_HELP),
 ) -> None:
-    """Find problems: boxes outside the image or of zero/negative size, unknown categories,
-    missing or unreadable images, duplicate ids, masks whose size differs from the image.
-    Every problem is listed with its ids; the exit code is 1 if there is any.
+    """Find problems: boxes outside the image, of zero/negative size or with NaN/inf,
+    unknown categories, missing or unreadable images, image entries of size 0, duplicate
+    ids, invalid polygons or RLE, masks whose size differs from the image, missing masks,
+    an empty dataset. Every problem is listed with its ids; the exit code is 1 if there is any.
 
     Examples:
 
       detseg dataset check data/shapes
 
       detseg dataset check annotations.json --images photos/
+
+      detseg dataset check PennFudanPed --mask-type instance
     """
-    from detseg.cli.console import print_json, print_table
+    from detseg.cli.console import print_json
     from detseg.data.check import check_dataset
 
-    problems = check_dataset(path, fmt, images)
+    problems = check_dataset(path, fmt, images, masks, mask_type, mask_suffix)
     if json_out:
         print_json([p.as_dict() for p in problems])
     elif problems:
         rows = [(p.split or "-", p.code, ", ".join(str(i) for i in p.ids), p.message)
                 for p in problems]
-        print_table(f"{len(problems)} problem(s) in {path}", ["split", "problem", "ids",
-                                                             "details"], rows)
+        _table(f"{len(problems)} problem(s) in {path}", ["split", "problem", "ids", "details"],
+               rows)
     else:
-        console.print(f"{path}: no problems found", highlight=False)
+        console.print(Text(f"{path}: no problems found"))
     if problems:
         raise typer.Exit(1)
 
@@ -175,15 +248,19 @@ def view_command(
     path: Path = typer.Argument(..., help="Dataset root or annotation file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the drawn images (new)."),
     fmt: str | None = typer.Option(
-        None, "--format", help="coco, voc, yolo, masks or shapes (default: guessed)."),
+        None, "--format", help=f"Dataset format (default: guessed; {FORMATS_HINT})."),
     split: str | None = typer.Option(None, "--split", help="Split to draw (default: first)."),
     task: str | None = typer.Option(
-        None, "--task", help="detect, instance or semantic (default: instance where masks "
-        "exist; semantic for mask folders)."),
+        None, "--task", help="detect, instance or semantic (default: detect for VOC, else "
+        "instance)."),
     augment: str | None = typer.Option(
         None, "--augment", help="Draw after a training augmentation preset: light or strong."),
-    count: int = typer.Option(16, "-n", "--count", help="Number of images to draw."),
+    count: int = typer.Option(16, "-n", "--count", min=1, help="Number of images to draw."),
     seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
+    masks: Path | None = typer.Option(None, "--masks", help=MASKS_HELP),
+    mask_type: str | None = typer.Option(None, "--mask-type", help=MASK_TYPE_HELP),
+    mask_suffix: str | None = typer.Option(None, "--mask-suffix", help=MASK_SUFFIX_HELP),
 ) -> None:
     """Draw ground truth (boxes, class names, mask overlays) to check that boxes and masks
     line up, before and after augmentation.
@@ -193,28 +270,36 @@ def view_command(
       detseg dataset view data/shapes --out runs/view -n 8
 
       detseg dataset view data/shapes --out runs/view_aug --augment strong --task instance
+
+      detseg dataset view PennFudanPed --out runs/penn --mask-type instance
     """
+    import cv2
     import numpy as np
     import torch
 
-    from detseg.data.convert import detect_format, find_splits, open_split
+    from detseg.data.datasets import (
+        default_task,
+        detect_format,
+        find_splits,
+        format_options,
+        open_split,
+    )
     from detseg.data.io import read_image
     from detseg.data.transforms import build_transforms
     from detseg.runs import new_run_dir
     from detseg.viz.draw import draw_detections, draw_semantic
 
+    options = _folders(images, masks, mask_type, mask_suffix)
     kind = fmt or detect_format(path)
-    splits = find_splits(kind, path)
-    chosen = split if split is not None else splits[0]
-    if task is None:
-        task = "semantic" if kind == "masks" else "detect" if kind == "voc" else "instance"
-    ds = open_split(kind, path, chosen, task=task)
+    chosen = split if split is not None else find_splits(
+        kind, path, **format_options(kind, **options))[0]
+    task = task or default_task(kind)
+    ds = open_split(kind, path, chosen, task=task, **options)
+    _warn(ds.warnings, limit=5)
     if augment is not None:
         ds.transforms = build_transforms(augment, train=True, task=task)
     out_dir = new_run_dir("dataset", out=out)
     torch.manual_seed(seed)
-    import cv2
-
     written = 0
     for k in range(min(count, len(ds))):
         image, target = ds[k]
@@ -230,5 +315,5 @@ def view_command(
         name = f"{k:04d}_{ds.records[k].path.stem}.jpg"
         cv2.imwrite(str(out_dir / name), drawn[:, :, ::-1])
         written += 1
-    console.print(f"drew {written} images of {path} ({kind}, {chosen or 'all'}, {task}"
-                  f"{', ' + augment if augment else ''}) to {out_dir}", highlight=False)
+    console.print(Text(f"drew {written} images of {path} ({kind}, {chosen or 'all'}, {task}"
+                       f"{', ' + augment if augment else ''}) to {out_dir}"))

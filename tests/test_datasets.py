@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from detseg.data import build_dataset, collate
+from detseg.data import build_dataset
 from detseg.data.base import drop_crowd
 from detseg.data.masks import encode_rle, masks_boxes
 from detseg.data.shapes import SHAPES_CLASSES, generate_shapes
@@ -153,9 +153,10 @@ def test_shapes_tasks_agree(shapes_tree) -> None:
             np.testing.assert_array_equal(masks_boxes(t["masks"].numpy()), t["boxes"].numpy())
 
 
-def test_collate_keeps_lists(shapes_tree) -> None:
+def test_dataloader_keeps_images_and_targets_apart(shapes_tree) -> None:
     ds = build_dataset("shapes", shapes_tree, split="train")
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3,
+                                         collate_fn=lambda batch: tuple(zip(*batch)))
     images, targets = next(iter(loader))
     assert len(images) == len(targets) == 3
     assert [t["image_id"] for t in targets] == [1, 2, 3]

@@ -126,11 +126,13 @@ class RecordDataset(Dataset):
         records: the parsed images.
         task: ``detect``, ``instance`` or ``semantic``.
         warnings: problems skipped while parsing (one line each).
+        left_out: objects (annotations, label lines) skipped while parsing.
+        source: where the images were looked for, for messages ("0 images found: ...").
     """
 
     def __init__(self, records: list[ImageRecord], names: list[str], category_ids: list[int],
                  task: str = "detect", transforms: Callable | None = None,
-                 semantic_lut: np.ndarray | None = None) -> None:
+                 semantic_lut: np.ndarray | None = None, source: str = "") -> None:
         if task not in TASKS:
             raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.records = records
@@ -141,6 +143,8 @@ class RecordDataset(Dataset):
         self.category_ids = [0, *category_ids]
         self.semantic_lut = semantic_lut
         self.warnings: list[str] = []
+        self.left_out = 0
+        self.source = source
 
     @property
     def num_classes(self) -> int:

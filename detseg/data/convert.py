@@ -1,4 +1,4 @@
-"""Format detection and conversion between dataset formats (to COCO or YOLO).
+"""Conversion between dataset formats (any registered format to COCO or YOLO).
 
 ``convert(src_kind, src, dst_kind, dst)`` reads every split it finds in ``src`` and writes a
 new tree under ``dst`` (images are copied, never moved; ``dst`` must not hold files):
@@ -6,8 +6,10 @@ new tree under ``dst`` (images are copied, never moved; ``dst`` must not hold fi
 - ``coco``: ``dst/images/{split}/...`` + ``dst/annotations/instances_{split}.json``. Masks
   become polygons where those are exact (no holes), RLE otherwise; crowd regions stay RLE.
 - ``yolo``: ``dst/images/{split}/...`` + ``dst/labels/{split}/*.txt`` + ``dst/data.yaml``
-  (with ``coco_category_ids`` so converting back restores the ids). Crowd regions (and VOC
-  "difficult" objects) have no YOLO form and are left out (counted in the report). With
+  with the keys other YOLO tools read (``path``, ``train``, ``val``, ``names`` as
+  ``{0: name, ...}``) and ``coco_category_ids`` so converting back restores the ids. Crowd
+  regions (and VOC "difficult" objects) have no YOLO form and are left out (counted in the
+  report). With
   ``labels="polygon"`` every object is a polygon line (objects without a mask use their box
   corners; masks in several parts are joined by zero-width bridges), with ``"box"`` a box line.
 """
@@ -23,93 +25,12 @@ from typing import Any
 import numpy as np
 
 from detseg.data.base import RecordDataset, safe_join
+from detseg.data.datasets import dataset_formats, find_splits, open_split
 from detseg.data.masks import decode_segmentation, encode_segmentation, mask_to_polygons
 from detseg.errors import DatasetError, UsageError
 
-SOURCE_KINDS = ("coco", "voc", "yolo", "masks", "shapes")
 TARGET_KINDS = ("coco", "yolo")
 LABEL_MODES = ("auto", "box", "polygon")
-
-
-def detect_format(path: str | Path) -> str:
-    """Guess the format of a dataset root or annotation file (coco, shapes, voc, yolo, masks)."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix == ".json":
-            return "coco"
-        if path.suffix in (".yaml", ".yml"):
-            return "yolo"
-        raise UsageError(f"{path}: cannot tell the dataset format of this file")
-    if not path.is_dir():
-        raise UsageError(f"{path}: no such dataset folder or file")
-    has = {p.name for p in path.iterdir()}
-    if "annotations" in has and "masks" in has and "data.yaml" in has:
-        return "shapes"
-    if "annotations" in has and any((path / "annotations").glob("*.json")):
-        return "coco"
-    if {"Annotations", "JPEGImages"} <= has or {"SegmentationClass", "JPEGImages"} <= has \
-            or "VOCdevkit" in has or any(n.startswith("VOC2") for n in has):
-        return "voc"
-    if has & {"data.yaml", "data.yml", "dataset.yaml"} or {"images", "labels"} <= has:
-        return "yolo"
-    if {"images", "masks"} <= has:
-        return "masks"
-    raise UsageError(f"{path}: not a recognizable COCO, VOC, YOLO or mask-folder dataset; "
-                     "pass --format")
-
-
-def find_splits(kind: str, path: str | Path) -> list[str]:
-    """Splits present in a dataset (``[""]`` for a single COCO annotation file)."""
-    path = Path(path)
-    if kind == "coco" and path.is_file():
-        return [""]
-    if kind in ("coco", "shapes"):
-        found = sorted(p.stem.removeprefix("instances_")
-                       for p in (path / "annotations").glob("instances_*.json"))
-        return found or [""]
-    if kind == "voc":
-        from detseg.data.voc import voc_base
-
-        base = voc_base(path)
-        lists = {p.stem for p in (base / "ImageSets" / "Main").glob("*.txt")
-                 if "_" not in p.stem}
-        ordered = [s for s in ("train", "val", "test") if s in lists]
-        return ordered or sorted(lists) or ["all"]
-    if kind == "yolo":
-        from detseg.data.yolo import find_yaml, load_data_yaml
-
-        yaml_path = find_yaml(path)
-        if yaml_path is not None:
-            data = load_data_yaml(yaml_path)
-            return [s for s in ("train", "val", "test") if data.get(s)]
-        return sorted(p.name for p in (path / "images").iterdir() if p.is_dir())
-    if kind == "masks":
-        subs = sorted(p.name for p in (path / "images").iterdir() if p.is_dir()
-                      and (path / "masks" / p.name).is_dir())
-        return subs or [""]
-    raise UsageError(f"unknown dataset format {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
-
-
-def open_split(kind: str, path: str | Path, split: str, task: str | None = None,
-               **options: Any) -> RecordDataset:
-    """Open one split of a dataset for conversion, statistics or checks.
-
-    ``task`` defaults to the richest the format offers without dropping images: ``instance``
-    for COCO, shapes, YOLO and mask folders, ``detect`` for VOC.
-    """
-    from detseg.data import build_dataset
-
-    path = Path(path)
-    if task is None:
-        task = "detect" if kind == "voc" else "instance"
-    if kind == "coco" and split == "":
-        if path.is_file():
-            return build_dataset("coco", path, task=task, **options)
-        json_files = sorted((path / "annotations").glob("*.json")) if path.is_dir() else []
-        if len(json_files) != 1:
-            raise DatasetError(f"{path}: expected annotations/instances_<split>.json")
-        return build_dataset("coco", json_files[0], task=task, **options)
-    return build_dataset(kind, path, split=split or "val", task=task, **options)
 
 
 @dataclass
@@ -149,7 +70,8 @@ def write_coco_split(ds: RecordDataset, dst: Path, split: str) -> dict[str, int]
     ann_dir = dst / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     (ann_dir / f"instances_{split}.json").write_text(json.dumps(gt))
-    return {"images": len(gt["images"]), "objects": len(gt["annotations"]), "left_out": 0}
+    return {"images": len(gt["images"]), "objects": len(gt["annotations"]),
+            "left_out": ds.left_out}
 
 
 def _bridge(polys: list[np.ndarray]) -> np.ndarray:
@@ -185,7 +107,7 @@ def write_yolo_split(ds: RecordDataset, dst: Path, split: str, labels: str) -> d
     by_image: dict[int, list] = {}
     for ann in gt["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    written = left_out = 0
+    written, left_out = 0, ds.left_out
     for img in gt["images"]:
         record = records[img["id"]]
         width, height = record.width, record.height
@@ -221,17 +143,46 @@ def _yaml_quote(name: str) -> str:
     return json.dumps(name)  # a JSON string is a valid YAML scalar
 
 
+def _yolo_keys(splits: list[str]) -> dict[str, str]:
+    """YAML key -> split folder: ``train``/``val``/``test`` for the splits named so (also
+    ``train2017``, ...), other splits under their own name; ``train`` and ``val`` always
+    present (the first split, and ``train`` for a missing ``val``), as YOLO tools need them."""
+    keys: dict[str, str] = {}
+    for split in splits:
+        key = next((k for k in ("train", "val", "test") if split.startswith(k)), split)
+        keys[key if key not in keys else split] = split
+    keys.setdefault("train", splits[0])
+    keys.setdefault("val", keys["train"])
+    return keys
+
+
+def yolo_yaml(dst: Path, splits: list[str], names: list[str], category_ids: list[int],
+              labels: str) -> str:
+    """The ``data.yaml`` text of a converted YOLO tree at ``dst``."""
+    lines = ["# written by detseg dataset convert; split folders are relative to path",
+             f"path: {_yaml_quote(str(dst.resolve()))}"]
+    lines += [f"{key}: images/{split}" for key, split in _yolo_keys(splits).items()]
+    lines.append(f"nc: {len(names)}")
+    lines.append("names:")
+    lines += [f"  {k}: {_yaml_quote(n)}" for k, n in enumerate(names)]
+    lines.append(f"coco_category_ids: {list(category_ids)}")
+    lines.append(f"label_format: {labels}")
+    return "\n".join(lines) + "\n"
+
+
 def convert(src_kind: str, src: str | Path, dst_kind: str, dst: str | Path,
             splits: list[str] | None = None, labels: str = "auto",
-            task: str | None = None) -> ConvertReport:
+            task: str | None = None, **options: Any) -> ConvertReport:
     """Convert ``src`` (of ``src_kind``) into a new ``dst_kind`` tree at ``dst``.
 
     ``splits`` defaults to every split found; ``labels`` (YOLO only) is ``auto`` (polygons
     when every object has a mask), ``box`` or ``polygon``. ``task`` overrides what is read
-    (e.g. ``instance`` to take VOC objects from ``SegmentationObject``).
+    (e.g. ``instance`` to take VOC objects from ``SegmentationObject``); ``options`` are the
+    source format's (``mask_type=``, ``images_dir=``, ...). Each split's ``left_out`` counts
+    the objects skipped while reading (bad lines, invalid annotations) and those the target
+    cannot hold (crowd regions in YOLO).
     """
-    if src_kind not in SOURCE_KINDS:
-        raise UsageError(f"--from must be one of {', '.join(SOURCE_KINDS)}, got {src_kind!r}")
+    dataset_formats().get(src_kind)
     if dst_kind not in TARGET_KINDS:
         raise UsageError(f"--to must be one of {', '.join(TARGET_KINDS)}, got {dst_kind!r}")
     if labels not in LABEL_MODES:
@@ -241,19 +192,19 @@ def convert(src_kind: str, src: str | Path, dst_kind: str, dst: str | Path,
         raise UsageError(f"{dst}: destination exists and is not an empty folder")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise UsageError(f"{dst}: destination must be outside the source dataset")
-    found = find_splits(src_kind, src)
+    found = find_splits(src_kind, src, **options)
     wanted = splits or found
     missing = [s for s in wanted if s not in found]
     if missing:
         raise UsageError(f"{src}: no split {', '.join(missing)} (found: {', '.join(found)})")
-    datasets = {s: open_split(src_kind, src, s, task) for s in wanted}
+    datasets = {s or "all": open_split(src_kind, src, s, task, **options) for s in wanted}
     report = ConvertReport()
     for s, ds in datasets.items():
-        report.warnings += [f"{s or 'all'}: {w}" for w in ds.warnings]
+        report.warnings += [f"{s}: {w}" for w in ds.warnings]
     dst.mkdir(parents=True, exist_ok=True)
     if dst_kind == "coco":
         for s, ds in datasets.items():
-            report.splits[s or "all"] = write_coco_split(ds, dst, s or "all")
+            report.splits[s] = write_coco_split(ds, dst, s)
         return report
     if labels == "auto":
         labels = "polygon" if all(
@@ -263,13 +214,7 @@ def convert(src_kind: str, src: str | Path, dst_kind: str, dst: str | Path,
     for s, ds in datasets.items():
         if ds.class_names != first.class_names:
             raise DatasetError(f"{src}: splits name their classes differently")
-        report.splits[s or "all"] = write_yolo_split(ds, dst, s or "all", labels)
-    yaml_lines = ["# written by detseg dataset convert; paths relative to this file's folder"]
-    yaml_lines += [f"{s or 'all'}: images/{s or 'all'}" for s in datasets]
-    yaml_lines.append(f"nc: {len(first.class_names) - 1}")
-    yaml_lines.append("names:")
-    yaml_lines += [f"  {k}: {_yaml_quote(n)}" for k, n in enumerate(first.class_names[1:])]
-    yaml_lines.append(f"coco_category_ids: {list(first.category_ids[1:])}")
-    yaml_lines.append(f"label_format: {labels}")
-    (dst / "data.yaml").write_text("\n".join(yaml_lines) + "\n")
+        report.splits[s] = write_yolo_split(ds, dst, s, labels)
+    (dst / "data.yaml").write_text(yolo_yaml(dst, list(datasets), first.class_names[1:],
+                                             first.category_ids[1:], labels))
     return report

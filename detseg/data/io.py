@@ -4,7 +4,8 @@
 orientation and returns RGB ``uint8`` ``H x W x 3`` whatever the stored mode (grayscale,
 RGBA, palette, CMYK, 16-bit). Anything that cannot be decoded raises ``ImageReadError``
 naming the file and the reason. ``expand_sources`` turns command-line sources (files,
-folders, globs, videos, ``.txt`` lists) into sorted, de-duplicated paths.
+folders, globs, videos, ``.txt`` lists) into sorted, de-duplicated paths; folder walks visit
+each real folder once, so symlink loops neither hang nor repeat images.
 """
 
 from __future__ import annotations
@@ -107,22 +108,39 @@ class Sources:
         images: image files in order (folders sorted), duplicates removed.
         videos: video files in order, duplicates removed.
         missing: sources that matched nothing (missing path, empty glob, unreadable list).
+        skipped_links: folder links not followed, each ``"link -> target (why)"``: their
+            target was already visited (a loop such as ``self -> .``, or a second way in).
     """
 
     images: list[Path] = field(default_factory=list)
     videos: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    skipped_links: list[str] = field(default_factory=list)
 
 
 def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    """Image and video files under ``folder`` (recursive), sorted by relative path."""
+def _folder_files(folder: Path, skipped_links: list[str]) -> list[Path]:
+    """Image and video files under ``folder`` (recursive), sorted by relative path.
+
+    Links to folders are followed, but every real folder is visited once: a link to a
+    folder already visited (or queued) is skipped and reported in ``skipped_links``.
+    """
     found = []
+    visited = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            if real not in visited:
+                visited.add(real)
+                kept.append(name)
+            elif os.path.islink(path):
+                skipped_links.append(f"{path} -> {os.readlink(path)} (folder already visited)")
+        dirnames[:] = kept
         for name in filenames:
             suffix = Path(name).suffix.lower()
             if not name.startswith(".") and (suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES):
@@ -164,7 +182,7 @@ def expand_sources(sources: list[str | Path]) -> Sources:
     def expand(source: str, from_lists: frozenset[str]) -> None:
         path = Path(source).expanduser()
         if path.is_dir():
-            files = _folder_files(path)
+            files = _folder_files(path, out.skipped_links)
             if not files:
                 out.missing.append(f"{source} (folder holds no images or videos)")
             for f in files:

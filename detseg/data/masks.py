@@ -8,6 +8,7 @@ rasterizing its output with pycocotools gives back the same pixels.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -180,6 +181,72 @@ def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
         raise ValueError(f"segmentation is {mask.shape[1]}x{mask.shape[0]}, "
                          f"image is {width}x{height}")
     return mask
+
+
+def rle_counts(counts: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE ``counts`` string (pycocotools' LEB128-like
+    code: 5 bits a character from ``'0'``, bit 0x20 = more follows, runs after the second
+    stored as differences); ``ValueError`` for characters outside the code."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value = shift = 0
+        more = True
+        while more:
+            if pos >= len(counts):
+                raise ValueError("RLE counts string ends inside a number")
+            code = ord(counts[pos]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"RLE counts has a character {counts[pos]!r} outside the code")
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            pos += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
+    """What is wrong with a COCO segmentation of an ``height x width`` image, or ``None``.
+
+    Polygons need finite coordinates, an even count of at least 6; RLE needs a ``size``
+    equal to the image's (when known) and run lengths (``counts``, a list or a compressed
+    string) that are non-negative and sum to ``h * w``.
+    """
+    if isinstance(segm, list):
+        for poly in segm:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                return "polygon with too few or an odd number of coordinates"
+            if not all(isinstance(v, int | float) and math.isfinite(v) for v in poly):
+                return "polygon with a non-finite or non-numeric coordinate"
+        return None
+    if not isinstance(segm, dict):
+        return f"segmentation of type {type(segm).__name__} (expected polygons or RLE)"
+    size, counts = segm.get("size"), segm.get("counts")
+    if not (isinstance(size, list | tuple) and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)):
+        return f"RLE size {size!r} is not [height, width]"
+    h, w = size
+    if height and width and (h, w) != (height, width):
+        return f"RLE is {w}x{h}, image is {width}x{height}"
+    if isinstance(counts, str):
+        try:
+            runs = rle_counts(counts)
+        except ValueError as err:
+            return str(err)
+    elif isinstance(counts, list) and all(isinstance(v, int) for v in counts):
+        runs = counts
+    else:
+        return "RLE counts is neither a string nor a list of integers"
+    if any(v < 0 for v in runs):
+        return "RLE has a negative run length"
+    if sum(runs) != h * w:
+        return f"RLE run lengths sum to {sum(runs)}, not {h}x{w} = {h * w}"
+    return None
 
 
 def segmentation_size(segm: Any) -> tuple[int, int] | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from detseg.data.base import RecordDataset
-from detseg.data.convert import detect_format, find_splits, open_split
+from detseg.data.datasets import detect_format, find_splits, format_options, open_split
 
 # COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large
 AREA_RANGES = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e18))
@@ -50,15 +50,19 @@ def split_stats(ds: RecordDataset) -> dict[str, Any]:
                                 for b, _, _ in AREA_RANGES} for n in ds.class_names[1:]},
         "image_size": {"min": [min(widths, default=0), min(heights, default=0)],
                        "max": [max(widths, default=0), max(heights, default=0)]},
+        "left_out": ds.left_out,
         "warnings": list(ds.warnings),
     }
 
 
-def dataset_stats(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Statistics of every split of the dataset at ``path`` (format guessed unless given)."""
+def dataset_stats(path: str | Path, kind: str | None = None, **options: Any) -> dict[str, Any]:
+    """Statistics of every split of the dataset at ``path`` (format guessed unless given).
+
+    ``options`` are the format's (``mask_type=``, ``images_dir=``, ...); a split without
+    images raises ``DatasetError`` saying where it looked.
+    """
     kind = kind or detect_format(path)
     splits = {}
-    for split in find_splits(kind, path):
-        ds = open_split(kind, path, split, task="detect" if kind == "voc" else "instance")
-        splits[split or "all"] = split_stats(ds)
+    for split in find_splits(kind, path, **format_options(kind, **options)):
+        splits[split or "all"] = split_stats(open_split(kind, path, split, **options))
     return {"path": str(path), "format": kind, "splits": splits}

@@ -8,13 +8,16 @@ COCO way to say "ignore when scoring" (``drop_crowd`` removes them for training)
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from detseg.data.base import ImageRecord, Instance, RecordDataset, read_index_png
+from detseg.data.base import TASKS, ImageRecord, Instance, RecordDataset, read_index_png
+from detseg.data.formats import DATASET_FORMATS
 from detseg.data.io import image_size
 from detseg.data.masks import mask_box
 from detseg.errors import DatasetError
@@ -64,9 +67,12 @@ def parse_voc_xml(path: Path) -> dict:
     def num(node, tag, default=0.0):
         child = node.find(tag) if node is not None else None
         try:
-            return float(child.text) if child is not None and child.text else default
+            value = float(child.text) if child is not None and child.text else default
         except ValueError as err:
             raise DatasetError(f"{path}: <{tag}> is not a number") from err
+        if not math.isfinite(value):
+            raise DatasetError(f"{path}: <{tag}> is not a finite number ({child.text})")
+        return value
 
     objects = []
     for obj in root.iter("object"):
@@ -110,7 +116,10 @@ class VocDataset(RecordDataset):
         for stem in ids:
             xml = ann_dir / f"{stem}.xml"
             if xml.is_file():
-                parsed[stem] = parse_voc_xml(xml)
+                try:
+                    parsed[stem] = parse_voc_xml(xml)
+                except DatasetError as err:
+                    warnings.append(f"{err}, image skipped")
             elif task == "detect":
                 warnings.append(f"{xml}: annotation missing, image skipped")
         names = _class_names(base, {o["name"] for p in parsed.values() for o in p["objects"]})
@@ -145,7 +154,8 @@ class VocDataset(RecordDataset):
                                                    (info or {}).get("objects", []))
             records.append(record)
         super().__init__(records, names, list(range(1, len(names) + 1)), task=task,
-                         transforms=transforms)
+                         transforms=transforms,
+                         source=f"{base}: split {split!r} lists no images with annotations")
         self.warnings = warnings
 
     @staticmethod
@@ -169,3 +179,32 @@ class VocDataset(RecordDataset):
             out.append(Instance(box=mask_box(m), label=label, iscrowd=int(difficult),
                                 area=float(m.sum()), mask_value=int(value)))
         return out
+
+
+def voc_splits(path: Path, options: dict[str, Any]) -> list[str]:
+    """Splits of a VOC tree: train, val, test where ``ImageSets/Main`` lists them (else
+    every list there; ``all`` without lists)."""
+    base = voc_base(path, options.get("year"))
+    lists = {p.stem for p in (base / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem}
+    return [s for s in ("train", "val", "test") if s in lists] or sorted(lists) or ["all"]
+
+
+def looks_like_voc(path: Path) -> bool:
+    """A VOC tree (``JPEGImages/`` with ``Annotations/`` or ``SegmentationClass/``), a
+    ``VOCdevkit`` or a folder holding ``VOC2*`` trees."""
+    if not path.is_dir():
+        return False
+    has = {p.name for p in path.iterdir()}
+    return {"Annotations", "JPEGImages"} <= has or {"SegmentationClass", "JPEGImages"} <= has \
+        or "VOCdevkit" in has or any(n.startswith("VOC2") for n in has)
+
+
+@DATASET_FORMATS.register(
+    "voc", tasks=TASKS, read_task="detect", options=("year",), splits=voc_splits,
+    recognize=looks_like_voc, guess_rank=20,
+    summary="Pascal VOC: JPEGImages/ + Annotations/*.xml (+ SegmentationClass/, "
+            "SegmentationObject/), ImageSets/ split lists; VOCdevkit or its parent")
+def build_voc(root: str | Path, split: str = "val", task: str = "detect",
+              transforms: Callable | None = None, **options: Any) -> VocDataset:
+    """A ``VocDataset`` (option ``year``)."""
+    return VocDataset(root, split, task, transforms, **options)
