@@ -9,9 +9,7 @@ from typing import Any
 import typer
 
 from detseg.cli.console import console, fail, warn
-
-AUGMENTS = ("none", "light", "strong")
-DATASETS = ("coco", "voc", "yolo", "masks", "shapes")
+from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
 
 def _progress_callback():
@@ -89,27 +87,37 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         model: str = typer.Option(None, "--model", "-m",
-                                  help="Family (faster_rcnn, ssd, ssdlite, mask_rcnn, unet, "
-                                       "segnet) or torchvision preset name."),
-        backbone: str = typer.Option(None, "--backbone", "-b", help="Backbone name (tiny, ...)."),
-        dataset: str = typer.Option(None, "--dataset", "-d", help="coco|voc|yolo|masks|shapes"),
+                                  help="Family or torchvision preset name (see `detseg models`)."),
+        backbone: str = typer.Option(None, "--backbone",
+                                     help="Backbone name (tiny, resnet18, ...; see `detseg "
+                                          "backbones`)."),
+        dataset: str = typer.Option(None, "--dataset", "-d",
+                                    help="Dataset format (see `detseg dataset formats`)."),
         data_root: Path = typer.Option(None, "--data-root", help="Dataset folder."),
-        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs (default 30)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Images per batch and process."),
-        imgsz: int = typer.Option(None, "--imgsz", help="Training image size in pixels."),
-        crop: int = typer.Option(None, "--crop",
+        epochs: int = typer.Option(None, "--epochs", "-e", min=1, help="Epochs (default 30)."),
+        batch_size: int = typer.Option(None, "--batch-size", "-b", min=1,
+                                       help="Images per batch and process (default 8)."),
+        imgsz: int = typer.Option(None, "--imgsz", min=MIN_IMGSZ, max=MAX_IMGSZ,
+                                  help="Training image size in pixels (default: the model's)."),
+        crop: int = typer.Option(None, "--crop", min=MIN_IMGSZ, max=MAX_IMGSZ,
                                  help="Semantic models: train on random CROP x CROP windows at "
                                       "full resolution (input size stays --imgsz)."),
-        lr: float = typer.Option(None, "--lr", help="Base learning rate (SGD 0.01, AdamW 1e-3)."),
-        optimizer: str = typer.Option("sgd", "--optimizer", help="sgd|adamw"),
-        weight_decay: float = typer.Option(None, "--weight-decay",
+        lr: float = typer.Option(None, "--lr", min=0.0,
+                                 help="Base learning rate (SGD 0.01, AdamW 1e-3)."),
+        optimizer: str = typer.Option(None, "--optimizer", help="sgd (default) or adamw."),
+        weight_decay: float = typer.Option(None, "--weight-decay", min=0.0,
                                            help="SGD 1e-4, AdamW 0.05 by default."),
-        schedule: str = typer.Option("cosine", "--schedule", help="cosine|step (after warmup)."),
-        warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warmup length."),
-        clip_grad: float = typer.Option(10.0, "--clip-grad", help="Max gradient norm (0: off)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed (bit-for-bit repeatable on CPU)."),
-        augment: str = typer.Option("light", "--augment", help="none|light|strong"),
-        workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
+        schedule: str = typer.Option(None, "--schedule",
+                                     help="cosine (default) or step, after warmup."),
+        warmup_epochs: float = typer.Option(None, "--warmup-epochs", min=0.0,
+                                            help="Linear warmup length (default 1)."),
+        clip_grad: float = typer.Option(None, "--clip-grad", min=0.0,
+                                        help="Max gradient norm (default 10; 0: off)."),
+        seed: int = typer.Option(None, "--seed",
+                                 help="Random seed (default 0; bit-for-bit repeatable on CPU)."),
+        augment: str = typer.Option(None, "--augment", help="none, light (default) or strong."),
+        workers: int = typer.Option(None, "--workers", min=0,
+                                    help="Data-loading worker processes (default 0)."),
         out: Path = typer.Option(None, "--out", help="Output folder (default runs/train/NAME)."),
         name: str = typer.Option("exp", "--name", help="Run name under runs/train/."),
         weights: str = typer.Option(None, "--weights", "-w",
@@ -117,25 +125,31 @@ def register(app: typer.Typer) -> None:
                                          "weights; heads with another class count are "
                                          "replaced; a checkpoint of another family (same "
                                          "backbone) starts the backbone."),
-        pretrained_backbone: bool = typer.Option(False, "--pretrained-backbone",
+        pretrained_backbone: bool = typer.Option(None, "--pretrained-backbone",
                                                  help="ImageNet weights for the backbone."),
-        freeze: int = typer.Option(0, "--freeze", help="Freeze the first N backbone stages."),
+        freeze: int = typer.Option(None, "--freeze", min=0,
+                                   help="Freeze the first N backbone stages."),
         backbone_lr_scale: float = typer.Option(
-            None, "--backbone-lr-scale",
+            None, "--backbone-lr-scale", min=0.0,
             help="Backbone LR multiplier (0.1 with pretrained weights, else 1)."),
-        accumulate: int = typer.Option(1, "--accumulate", help="Batches per optimizer step."),
-        patience: int = typer.Option(0, "--patience",
+        accumulate: int = typer.Option(None, "--accumulate", min=1,
+                                       help="Batches per optimizer step (default 1)."),
+        patience: int = typer.Option(None, "--patience", min=0,
                                      help="Stop after N epochs without improvement (0: off)."),
-        amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-        threads: int = typer.Option(None, "--threads",
+        amp: bool = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA (on)."),
+        device: str = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:1."),
+        threads: int = typer.Option(None, "--threads", min=1,
                                     help="CPU threads for torch (default: OMP_NUM_THREADS or "
-                                         "all cores)."),
-        eval_max_images: int = typer.Option(None, "--eval-max-images",
+                                         "all cores); kept by --resume."),
+        eval_max_images: int = typer.Option(None, "--eval-max-images", min=1,
                                             help="Evaluate on at most N validation images."),
-        roi_samples: int = typer.Option(None, "--roi-samples",
+        roi_samples: int = typer.Option(None, "--roi-samples", min=1,
                                         help="R-CNN proposals sampled per image in training "
                                              "(default 512; fewer is faster)."),
+        train_split: str = typer.Option(None, "--train-split",
+                                        help="Split to train on (default train)."),
+        val_split: str = typer.Option(None, "--val-split",
+                                      help="Split to validate on (default val)."),
         resume: Path = typer.Option(None, "--resume",
                                     help="Continue the run of this last.pt (with a larger "
                                          "--epochs: extend a finished run)."),
@@ -156,17 +170,26 @@ def register(app: typer.Typer) -> None:
 
         from detseg.engine.trainer import TrainConfig, Trainer
 
-        if threads:
-            torch.set_num_threads(threads)
-        elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         callbacks = [_progress_callback()]
+        # Only what the user gave: every default lives in TrainConfig.
+        given = {key: value for key, value in {
+            "model": model, "backbone": backbone, "epochs": epochs, "batch_size": batch_size,
+            "imgsz": imgsz, "crop": crop, "lr": lr, "optimizer": optimizer,
+            "weight_decay": weight_decay, "schedule": schedule, "warmup_epochs": warmup_epochs,
+            "clip_grad": clip_grad, "seed": seed, "augment": augment, "workers": workers,
+            "weights": weights, "pretrained_backbone": pretrained_backbone, "freeze": freeze,
+            "backbone_lr_scale": backbone_lr_scale, "accumulate": accumulate,
+            "patience": patience, "amp": amp, "device": device, "threads": threads,
+            "eval_max_images": eval_max_images, "roi_samples": roi_samples,
+            "train_split": train_split, "val_split": val_split,
+        }.items() if value is not None}
         if resume is not None:
             if not resume.is_file():
                 fail(f"--resume {resume}: no such file")
-            overrides = {"device": device, "workers": workers}
-            if eval_max_images is not None:
-                overrides["eval_max_images"] = eval_max_images
+            overrides = {k: given[k] for k in ("device", "workers", "threads",
+                                                "eval_max_images") if k in given}
             trainer = Trainer.resume(resume, epochs=epochs, callbacks=callbacks,
                                      overrides=overrides)
         else:
@@ -174,21 +197,9 @@ def register(app: typer.Typer) -> None:
                 fail("give --dataset and --data-root (or --resume DIR/last.pt)")
             if model is None and weights is None:
                 fail("give --model (or --weights with a detseg checkpoint)")
-            if dataset not in DATASETS:
-                fail(f"--dataset {dataset}: choose one of {', '.join(DATASETS)}")
-            if augment not in AUGMENTS:
-                fail(f"--augment {augment}: choose one of {', '.join(AUGMENTS)}")
-            config = TrainConfig(
-                model=model, dataset=dataset, data_root=str(data_root), backbone=backbone,
-                epochs=epochs or 30, batch_size=batch_size, imgsz=imgsz, crop=crop, lr=lr,
-                optimizer=optimizer, weight_decay=weight_decay, schedule=schedule,
-                warmup_epochs=warmup_epochs, clip_grad=clip_grad, seed=seed, augment=augment,
-                workers=workers, weights=weights, pretrained_backbone=pretrained_backbone,
-                freeze=freeze, backbone_lr_scale=backbone_lr_scale, accumulate=accumulate,
-                patience=patience, amp=amp, device=device, eval_max_images=eval_max_images,
-                roi_samples=roi_samples,
-                model_options=_parse_options(option or []),
-            )
+            config = TrainConfig(model=given.pop("model", None), dataset=dataset,
+                                 data_root=str(data_root),
+                                 model_options=_parse_options(option or []), **given)
             trainer = Trainer(config, _out_dir(out, name), callbacks)
         try:
             result = trainer.fit()
@@ -203,7 +214,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"{result.status} after {result.epochs_done} epochs; best: {best}; "
                       f"last: {result.last_path}", highlight=False)
         if result.status == "interrupted":
-            console.print(f"resume with: detseg train --resume {result.last_path}",
+            again = f" --threads {threads}" if threads else ""
+            console.print(f"resume with: detseg train --resume {result.last_path}{again}",
                           highlight=False)
             raise typer.Exit(130)
 

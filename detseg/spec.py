@@ -15,6 +15,9 @@ from typing import Any
 from detseg.errors import WeightsError
 
 TASKS = ("detect", "instance", "semantic")
+#: the range every image size option (``imgsz``, ``input_size``, ``crop``) must fall in
+MIN_IMGSZ = 32
+MAX_IMGSZ = 8192
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from detseg.errors import UsageError
 from detseg.prediction import Prediction, Scorer
 from detseg.registry import Registry
-from detseg.spec import ModelSpec
+from detseg.spec import MAX_IMGSZ, MIN_IMGSZ, ModelSpec
 
 TASK_ADAPTERS = Registry("task")
 
@@ -61,8 +61,6 @@ class InferenceSettings:
             raise UsageError(f"imgsz must be within {MIN_IMGSZ}..{MAX_IMGSZ}, got {self.imgsz}")
 
 
-MIN_IMGSZ = 32
-MAX_IMGSZ = 8192
 
 
 def float_image(image: Any, device: str | torch.device | None = None) -> Tensor:
