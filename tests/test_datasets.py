@@ -156,7 +156,7 @@ def test_shapes_tasks_agree(shapes_tree) -> None:
 def test_dataloader_keeps_images_and_targets_apart(shapes_tree) -> None:
     ds = build_dataset("shapes", shapes_tree, split="train")
     loader = torch.utils.data.DataLoader(ds, batch_size=3,
-                                         collate_fn=lambda batch: tuple(zip(*batch)))
+                                         collate_fn=lambda b: tuple(zip(*b, strict=True)))
     images, targets = next(iter(loader))
     assert len(images) == len(targets) == 3
     assert [t["image_id"] for t in targets] == [1, 2, 3]

@@ -167,13 +167,14 @@ def expand_sources(sources: list[str | Path]) -> Sources:
 
     A file named explicitly is kept even if its suffix is unknown (the reader will then say
     why it fails); folders and globs only contribute image and video suffixes. A ``.txt``
-    file is read as a list of sources (one per line, ``#`` comments allowed).
+    file is read as a list of sources (one per line, ``#`` comments allowed). A file reached
+    through several links or sources is kept once (the first way it was reached).
     """
     out = Sources()
     seen: set[str] = set()
 
     def add(path: Path) -> None:
-        key = os.path.normcase(os.path.abspath(path))
+        key = os.path.normcase(os.path.realpath(path))  # one file reached two ways: once
         if key in seen:
             return
         seen.add(key)

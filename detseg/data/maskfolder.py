@@ -11,7 +11,8 @@ skipped with one warning giving their count.
 
 - ``"class"``: class indices (0 = background, 255 = ignore), named by ``classes.txt`` (line
   ``i`` names value ``i``; beside the folders or in the masks folder). For detection tasks
-  each 8-connected region of one class becomes an instance.
+  each 8-connected region of one class becomes an instance. Values ``classes.txt`` does not
+  name are ignore (255) in semantic targets and skipped, with a warning, as objects.
 - ``"instance"``: instance ids (0 = background, 255 = ignore, ``k`` = object ``k``), all of
   one class (the first foreground name of ``classes.txt``, else ``"object"``). As semantic
   targets they are one class: foreground = 1.
@@ -169,9 +170,12 @@ def resolve_mask_type(mask_type: str | None, names: list[str]) -> str:
     return mask_type
 
 
-def instances_from_mask(values: np.ndarray, mask_type: str) -> list[Instance]:
-    """Instances of one mask: one per instance id, or one per connected region of a class."""
+def instances_from_mask(values: np.ndarray, mask_type: str,
+                        num_classes: int | None = None) -> tuple[list[Instance], list[int]]:
+    """Instances of one mask (one per instance id, or one per connected region of a class)
+    and the class value of each region left out for being ``num_classes`` or more."""
     instances = []
+    unknown = []
     for value in np.unique(values):
         if value == 0 or value == IGNORE_INDEX:
             continue
@@ -181,11 +185,14 @@ def instances_from_mask(values: np.ndarray, mask_type: str) -> list[Instance]:
                                       mask_value=int(value)))
             continue
         n, labels = cv2.connectedComponents((values == value).astype(np.uint8), connectivity=8)
+        if num_classes is not None and value >= num_classes:
+            unknown += [int(value)] * (n - 1)
+            continue
         for k in range(1, n):
             m = labels == k
             instances.append(Instance(box=mask_box(m), label=int(value), area=float(m.sum()),
                                       segmentation=encode_rle(m)))
-    return instances
+    return instances, unknown
 
 
 def semantic_lut(mask_type: str, num_classes: int) -> np.ndarray:
@@ -226,35 +233,46 @@ class MaskFolderDataset(RecordDataset):
         if match.unmatched:
             warnings.append(unmatched_warning(match, self.images_dir, self.masks_dir))
         records = []
+        unknown: Counter[int] = Counter()  # class value -> regions skipped
+        unknown_images = 0
         for k, (path, mask_path) in enumerate(match.pairs):
             try:
-                record = self._record(path, mask_path, k + 1, task)
+                record, values = self._record(path, mask_path, k + 1, task, len(names) or None)
             except (ImageReadError, DatasetError) as err:
                 warnings.append(f"{err}, image skipped")
                 continue
             records.append(record)
+            unknown.update(values)
+            unknown_images += bool(values)
+        if unknown:
+            warnings.append(f"{self.masks_dir}: class values {', '.join(map(str, sorted(unknown)))}"
+                            f" are not in {classes_file} ({len(names)} classes): "
+                            f"{unknown.total()} regions in {unknown_images} image(s) skipped")
         fg = self._foreground_names(names, records, task)
         super().__init__(records, fg, list(range(1, len(fg) + 1)), task=task,
                          transforms=transforms,
                          semantic_lut=semantic_lut(self.mask_type, len(fg) + 1),
                          source=f"{self.images_dir} holds no images")
         self.warnings = warnings
+        self.left_out = unknown.total()
 
-    def _record(self, path: Path, mask_path: Path, image_id: int, task: str) -> ImageRecord:
+    def _record(self, path: Path, mask_path: Path, image_id: int, task: str,
+                num_classes: int | None) -> tuple[ImageRecord, list[int]]:
+        """One image's record and the unknown class values of its mask."""
         width, height = image_size(path)
         record = ImageRecord(path=path, image_id=image_id, width=width, height=height,
                              file_name=path.relative_to(self.images_dir).as_posix())
         if task == "semantic":
             record.semantic_png = mask_path
-            return record
+            return record, []
         values = read_index_png(mask_path)
         if values.shape != (height, width):
             raise DatasetError(f"{mask_path}: mask is {values.shape[1]}x{values.shape[0]}, "
                                f"image is {width}x{height}")
-        record.instances = instances_from_mask(values, self.mask_type)
+        record.instances, unknown = instances_from_mask(values, self.mask_type, num_classes)
         if self.mask_type == "instance":
             record.instance_png = mask_path
-        return record
+        return record, unknown
 
     def _foreground_names(self, names: list[str], records: list[ImageRecord],
                           task: str) -> list[str]:
