@@ -92,11 +92,13 @@ def test_folder_walk_visits_each_real_folder_once_and_names_the_links(tmp_path) 
 # ---------------------------------------------------------------- COCO
 
 
-def test_check_on_a_json_list_names_the_file(tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("text", ["[1, 2, 3]", "[" * 100_000 + "]" * 100_000, "{"])
+def test_check_on_json_that_is_no_coco_file_names_the_file(tmp_path, monkeypatch, capsys,
+                                                           text) -> None:
     bad = tmp_path / "list.json"
-    bad.write_text("[1, 2, 3]")
+    bad.write_text(text)
     code, _, err = detseg(monkeypatch, capsys, "dataset", "check", bad)
-    assert code == 1 and f"{bad}: not a COCO instances file" in err
+    assert code == 1 and f"{bad}: not a " in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -206,6 +208,13 @@ def test_yaml_alias_bomb_is_refused_fast(yolo_root, monkeypatch, capsys) -> None
     assert time.perf_counter() - start < 5
     assert code == 1 and "data.yaml" in err and "aliases" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_yaml_nested_too_deeply_is_refused(yolo_root) -> None:
+    (yolo_root / "data.yaml").write_text("val: images/val\nnames: " + "[" * 50_000
+                                         + "]" * 50_000 + "\n")
+    with pytest.raises(DatasetError, match="data.yaml: YAML nested too deeply"):
+        build_dataset("yolo", yolo_root, split="val")
 
 
 def test_yaml_names_of_the_wrong_type_are_refused(yolo_root) -> None:

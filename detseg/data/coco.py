@@ -38,6 +38,9 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: annotation file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as err:
+        raise DatasetError(f"{path}: not a COCO instances file (JSON nested too deeply)") \
+            from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{path}: not a readable JSON file ({err})") from err
     if not isinstance(data, dict):

@@ -104,6 +104,8 @@ def load_data_yaml(path: Path) -> dict[str, Any]:
             raise DatasetError(f"{path}: {size} bytes; a dataset YAML is at most "
                                f"{MAX_YAML_BYTES} bytes")
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader) or {}
+    except RecursionError as err:
+        raise DatasetError(f"{path}: YAML nested too deeply") from err
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise DatasetError(f"{path}: cannot read YAML ({err})".replace("\n", " ")) from err
     if not isinstance(data, dict):
