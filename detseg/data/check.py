@@ -107,7 +107,7 @@ def _duplicates(items: list[dict], what: str) -> list[Problem]:
             for i, n in counts.items() if n > 1]
 
 
-def _finite(value: Any) -> float | None:
+def _as_number(value: Any) -> float | None:
     """``value`` as a float if it is a number (``nan``/``inf`` included), else ``None``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -115,7 +115,7 @@ def _finite(value: Any) -> float | None:
 
 
 def _size(img: dict[str, Any]) -> tuple[int, int]:
-    width, height = _finite(img.get("width")), _finite(img.get("height"))
+    width, height = _as_number(img.get("width")), _as_number(img.get("height"))
     if width is None or height is None or not math.isfinite(width + height):
         return 0, 0
     return int(width), int(height)
@@ -124,7 +124,7 @@ def _size(img: dict[str, Any]) -> tuple[int, int]:
 def _annotation_problems(ann: dict[str, Any], size: tuple[int, int]) -> list[Problem]:
     aid = ann.get("id")
     bbox = ann.get("bbox")
-    values = [_finite(v) for v in bbox] if isinstance(bbox, list) else []
+    values = [_as_number(v) for v in bbox] if isinstance(bbox, list) else []
     if len(values) != 4 or None in values:
         return [Problem("bad-box", f"annotation {aid}: bbox {json.dumps(bbox)[:60]} is not "
                         "[x, y, w, h]", [aid])]
@@ -142,7 +142,7 @@ def _annotation_problems(ann: dict[str, Any], size: tuple[int, int]) -> list[Pro
                              or y + h > height + BOX_TOLERANCE):
         problems.append(Problem("box-outside", f"annotation {aid}: box [{x:g}, {y:g}, "
                                 f"{w:g}, {h:g}] leaves the {width}x{height} image", [aid]))
-    if "area" in ann and not (_finite(ann["area"]) is not None
+    if "area" in ann and not (_as_number(ann["area"]) is not None
                               and math.isfinite(ann["area"]) and ann["area"] >= 0):
         problems.append(Problem("non-finite", f"annotation {aid}: area "
                                 f"{json.dumps(ann['area'])} is not a finite number >= 0", [aid]))

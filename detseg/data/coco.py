@@ -139,14 +139,14 @@ def locate_coco(root: str | Path, split: str, ann_file: str | Path | None = None
     return ann_path, Path(images_dir), data
 
 
-def _number(value: Any) -> float:
-    """``value`` as a finite float; ``ValueError`` otherwise (bools are not numbers)."""
+def _is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite number (or a string of one); bools are not numbers."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(value)
-    return number
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _parse_images(data: dict[str, Any], images_dir: Path, where: str,
@@ -163,31 +163,23 @@ def _parse_images(data: dict[str, Any], images_dir: Path, where: str,
             continue
         try:
             path = safe_join(images_dir, name)
-            width, height = (int(_number(img.get(k, 0))) for k in ("width", "height"))
         except DatasetError as err:
             raise DatasetError(f"{where}: image id {image_id}: {err}") from err
-        except ValueError:
-            width = height = 0
-        records[image_id] = ImageRecord(path=path, image_id=image_id, width=max(width, 0),
-                                        height=max(height, 0), file_name=name)
+        width, height = (max(int(float(v)), 0) if _is_finite_number(v) else 0
+                         for v in (img.get("width"), img.get("height")))
+        records[image_id] = ImageRecord(path=path, image_id=image_id, width=width,
+                                        height=height, file_name=name)
     return records
 
 
 def _annotation_problem(ann: dict[str, Any], record: ImageRecord) -> str | None:
     """Why an annotation cannot be used (box, area, segmentation), or ``None``."""
     bbox = ann.get("bbox")
-    try:
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise ValueError(bbox)
-        [_number(v) for v in bbox]
-    except ValueError:
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_finite_number, bbox))):
         return f"bbox {json.dumps(bbox)[:60]} is not 4 finite numbers [x, y, w, h]"
-    if "area" in ann:
-        try:
-            if _number(ann["area"]) < 0:
-                raise ValueError(ann["area"])
-        except ValueError:
-            return f"area {json.dumps(ann['area'])} is not a finite number >= 0"
+    area = ann.get("area", 0)
+    if not (_is_finite_number(area) and float(area) >= 0):
+        return f"area {json.dumps(area)[:30]} is not a finite number >= 0"
     segm = ann.get("segmentation")
     if segm:
         problem = segmentation_problem(segm, record.height, record.width)
