@@ -252,3 +252,7 @@ def test_bad_masks_are_skipped_with_one_line_each(tmp_path) -> None:
     assert len(ds) == 1 and ds[0][1]["boxes"].tolist() == [[4, 3, 10, 9]]
     assert any("i1.png: mask is 10x10, image is 33x45" in w for w in ds.warnings)
     assert any("i2.png: cannot read mask" in w for w in ds.warnings)
+    (root / "masks" / "i0.png").unlink()
+    with pytest.raises(DatasetError, match=r"0 images found: .* no image with a readable mask "
+                       r"\(3 warning\(s\), the first: 1 of 3 images"):
+        build_dataset("masks", root, task="detect", mask_type="instance")

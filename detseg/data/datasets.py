@@ -63,7 +63,9 @@ def build_dataset(kind: str, root: str | Path, split: str = "val", task: str = "
                          f"{kind!r} (its options: {takes})")
     dataset = entry.builder(root, split=split, task=task, transforms=transforms, **given)
     if len(dataset) == 0:
-        raise DatasetError(f"0 images found: {dataset.source}")
+        notes = f" ({len(dataset.warnings)} warning(s), the first: {dataset.warnings[0]})" \
+            if dataset.warnings else ""
+        raise DatasetError(f"0 images found: {dataset.source}{notes}")
     return dataset
 
 

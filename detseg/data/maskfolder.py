@@ -252,7 +252,7 @@ class MaskFolderDataset(RecordDataset):
         super().__init__(records, fg, list(range(1, len(fg) + 1)), task=task,
                          transforms=transforms,
                          semantic_lut=semantic_lut(self.mask_type, len(fg) + 1),
-                         source=f"{self.images_dir} holds no images")
+                         source=f"{self.images_dir} holds no image with a readable mask")
         self.warnings = warnings
         self.left_out = unknown.total()
 
