@@ -6,8 +6,6 @@ torch), so scoring a results file starts fast; matplotlib comes in last, for the
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ import typer
 
 from detseg.cli.console import console, fail, print_table, warn
 
-DATASETS = ("coco", "voc", "yolo", "masks", "shapes")
 DATA_ENV = "DETSEG_DATA"
 
 EXAMPLES = """
@@ -43,14 +40,22 @@ def register(app: typer.Typer) -> None:
 
 def eval_command(
     dataset: str | None = typer.Option(
-        None, "--dataset", "-d", help="Dataset format: coco, voc, yolo, masks or shapes."),
+        None, "--dataset", "-d", help="Dataset format (see `detseg dataset formats`)."),
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Dataset folder (default: $DETSEG_DATA/<dataset>, "
         "$DETSEG_DATA defaulting to ./data). COCO: val2017/ + annotations/."),
     ann: Path | None = typer.Option(
         None, "--ann", help="COCO annotation JSON (instead of --dataset; with --images or "
         "--predictions)."),
-    images: Path | None = typer.Option(None, "--images", help="Image folder of --ann."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Image folder (of --ann, or of a mask-folder dataset)."),
+    masks: Path | None = typer.Option(None, "--masks", help="Mask folder of a masks dataset."),
+    mask_type: str | None = typer.Option(
+        None, "--mask-type", help="Mask folders: instance (ids per object) or class (class "
+        "indices); default from classes.txt."),
+    mask_suffix: str | None = typer.Option(
+        None, "--mask-suffix", help="Mask folders: the suffix of mask names (e.g. _mask); "
+        "default: found automatically."),
     split: str = typer.Option("val", "--split", help="Dataset split to evaluate."),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model family or preset (optional with a detseg checkpoint)."),
@@ -65,8 +70,10 @@ def eval_command(
     backend: str = typer.Option(
         "detseg", "--backend", help="detseg (fast) or pycocotools (the reference; slow)."),
     max_images: int | None = typer.Option(
-        None, "--max-images", help="Evaluate only the first N images."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per model batch."),
+        None, "--max-images", min=1, help="Evaluate only the first N images."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1,
+                                   help="Images per model batch (the metrics do not depend "
+                                        "on it)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output folder (default: runs/eval/exp, exp2, ...)."),
@@ -106,7 +113,9 @@ def eval_command(
             return
     if model is None and weights is None:
         fail("give --model and/or --weights (or --predictions with --ann)")
-    _evaluate(dataset or "coco", root, ann, images, split, model, weights, iou_type, backend,
+    options = {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
+               "mask_suffix": mask_suffix}
+    _evaluate(dataset or "coco", root, ann, options, split, model, weights, iou_type, backend,
               max_images, batch_size, device, out, plots, as_json)
 
 
@@ -118,8 +127,6 @@ def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
         if images is None:
             fail("--ann needs --images to run a model (or --predictions to score a file)")
         return ann.parent
-    if dataset not in DATASETS:
-        fail(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if ann is not None and dataset != "coco":
         fail("--ann goes with COCO data")
     return data_root or Path(os.environ.get(DATA_ENV) or "data") / dataset
@@ -144,16 +151,27 @@ def _out_dir(out: Path | None) -> Path:
 def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: Path | None,
                 plots: bool, as_json: bool) -> None:
     from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
+    from detseg.eval.metrics_files import detection_tables, write_detection_files
 
     if backend == "pycocotools":
         evaluation = evaluate_with_pycocotools(ann, predictions, iou_type)
     else:
         evaluation = COCOEvaluator(ann, iou_type).evaluate(predictions)
     evals = {iou_type: evaluation}
-    _finish_detection(metrics_json(evals), evals, None, _out_dir(out), plots, as_json)
+    metrics = metrics_json(evals)
+    out_dir = _out_dir(out)
+    written = write_detection_files(metrics, evals, out_dir, plots)
+    if as_json:
+        from detseg.cli.console import print_json
+
+        print_json(metrics)
+        return
+    for title, columns, rows in detection_tables(metrics, evals):
+        print_table(title, columns, rows)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}", highlight=False)
 
 
-def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, split: str,
+def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any], split: str,
               model_name: str | None, weights: str | None, iou_type: str | None, backend: str,
               max_images: int | None, batch_size: int, device: str, out: Path | None,
               plots: bool, as_json: bool) -> None:
@@ -165,13 +183,9 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, s
     torch_device = select_device(device)
     model = load_model(model_name, weights).to(torch_device).eval()
     spec = model.spec
-    if iou_type is not None and spec.task == "semantic":
-        fail("--iou-type is for detection and instance models; this one is semantic")
-    if iou_type == "segm" and spec.task != "instance":
-        fail(f"--iou-type segm needs an instance model; {spec.family} is a {spec.task} model")
-    options: dict[str, Any] = {}
+    options = {k: v for k, v in options.items() if v is not None}
     if ann is not None:
-        options = {"ann_file": ann, "images_dir": images}
+        options["ann_file"] = ann
     transforms = None  # the task adapter resizes, as detect/segment do; metrics at full size
     data = build_dataset(dataset, root, split=split, task=spec.task, transforms=transforms,
                          **options)
@@ -181,20 +195,25 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, images: Path | None, s
         fail(f"{root}: the {split} split has no images", code=1)
     total = len(data) if max_images is None else min(max_images, len(data))
     run = _ProgressRun(total)
+    out_dir = _out_dir(out)
     with run as progress:
         result = evaluate_model(model, data, batch_size=batch_size, device=torch_device,
                                 max_images=max_images, progress=progress,
-                                iou_types=(iou_type,) if iou_type else None, backend=backend)
-    out_dir = _out_dir(out)
-    if spec.task == "semantic":
-        _finish_semantic(result, out_dir, plots, as_json)
-        return
-    if result["dropped_predictions"]:
+                                iou_types=(iou_type,) if iou_type else None, backend=backend,
+                                out_dir=out_dir, plots=plots)
+    if result.get("dropped_predictions"):
         warn(f"{result['dropped_predictions']} predictions of categories the dataset does not "
              f"have were left out")
-    (out_dir / "predictions.json").write_text(json.dumps(result["predictions"]))
-    _finish_detection(result["metrics"], result["details"], result["num_images"], out_dir,
-                      plots, as_json)
+    if as_json:
+        from detseg.cli.console import print_json
+
+        print_json(result["metrics"])
+        return
+    for title, columns, rows in result["tables"]:
+        print_table(title, columns, rows)
+    console.print(f"{result['num_images']} images, wrote "
+                  f"{', '.join(p.name for p in result['written'])} to {out_dir}",
+                  highlight=False)
 
 
 class _ProgressRun:
@@ -217,69 +236,3 @@ class _ProgressRun:
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or value < 0 else f"{value:.4f}"
-
-
-def _finish_detection(metrics: dict[str, Any], evals: dict[str, Any], num_images: int | None,
-                      out_dir: Path, plots: bool, as_json: bool) -> None:
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    types = [t for t in ("bbox", "segm") if t in evals]
-    with open(out_dir / "per_class.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", *(f"{t}_AP" for t in types)])
-        for name, row in metrics["per_class"].items():
-            writer.writerow([name, *(row[t] for t in types)])
-    written = ["metrics.json", "per_class.csv"]
-    if plots:
-        from detseg.eval.plots import plot_pr_curves
-
-        for t in types:
-            written += [p.name for p in plot_pr_curves(evals[t], out_dir, prefix=f"{t}_")]
-    if as_json:
-        from detseg.cli.console import print_json
-
-        print_json(metrics)
-        return
-    first = evals[types[0]]
-    print_table(None, ["metric", *types],
-                [[key, *(_fmt(metrics[t][key]) for t in types)] for key in first.stats])
-    print_table("per class AP@[.5:.95]", ["class", *types],
-                [[name, *(_fmt(row[t]) for t in types)]
-                 for name, row in metrics["per_class"].items()])
-    where = f"{num_images} images, " if num_images is not None else ""
-    console.print(f"{where}wrote {', '.join(written)} to {out_dir}", highlight=False)
-
-
-def _finish_semantic(result: dict[str, Any], out_dir: Path, plots: bool, as_json: bool) -> None:
-    metrics = result["metrics"]
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out_dir / "per_class.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "IoU", "acc", "Dice", "pixels"])
-        for name, row in metrics["per_class"].items():
-            writer.writerow([name, *("" if row[k] is None else row[k]
-                                     for k in ("IoU", "acc", "Dice")), row["pixels"]])
-    written = ["metrics.json", "per_class.csv"]
-    if plots:
-        from detseg.eval.plots import plot_confusion_matrix
-
-        details = result["details"]
-        plot_confusion_matrix(details["confusion_matrix"], details["class_names"],
-                              out_dir / "confusion_matrix.png")
-        written.append("confusion_matrix.png")
-    if as_json:
-        from detseg.cli.console import print_json
-
-        print_json(metrics)
-        return
-    print_table(None, ["metric", "value"],
-                [[k, f"{metrics[k]:.4f}"] for k in ("pixel_acc", "mean_acc", "mIoU", "fwIoU",
-                                                    "mDice")])
-    print_table("per class", ["class", "IoU", "acc", "Dice", "pixels"],
-                [[name, _fmt(row["IoU"]), _fmt(row["acc"]), _fmt(row["Dice"]), row["pixels"]]
-                 for name, row in metrics["per_class"].items()])
-    console.print(f"{result['num_images']} images, wrote {', '.join(written)} to {out_dir}",
-                  highlight=False)

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from detseg import __version__
-from detseg.errors import DetsegError, UsageError
+from detseg.errors import DetsegError, UsageError, WeightsError
 
 app = typer.Typer(
     name="detseg",
@@ -73,7 +73,8 @@ def main() -> None:
     """Console-script entry point: runs the app and turns detseg errors into one-line messages."""
     try:
         app()
-    except UsageError as err:
+    except (UsageError, WeightsError) as err:
+        # a bad option, or weights that cannot be found, read or fitted: a setup error
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except DetsegError as err:

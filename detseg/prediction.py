@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,3 +66,14 @@ class Scorer(ABC):
     def compute(self) -> dict[str, Any]:
         """``{"metrics": the metrics.json structure, "details": ..., "predictions": [...]}``
         plus flat numbers (``bbox_AP``, ``segm_AP``, ... or ``mIoU``, ``pixel_acc``, ...)."""
+
+    @staticmethod
+    @abstractmethod
+    def write(result: dict[str, Any], out_dir: Path, plots: bool = True) -> list[Path]:
+        """Write ``compute()``'s result into ``out_dir`` (metrics.json, per_class.csv, plots,
+        predictions); returns the paths written."""
+
+    @staticmethod
+    @abstractmethod
+    def tables(result: dict[str, Any]) -> list[tuple[str | None, list[str], list[list[Any]]]]:
+        """``(title, columns, rows)`` tables summarising ``compute()``'s result."""

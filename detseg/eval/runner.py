@@ -11,6 +11,7 @@ depend on ``batch_size``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,7 +76,8 @@ def run_scorer(model: nn.Module, dataset: Any, scorer: Scorer, indices: Iterable
 def evaluate_model(model: nn.Module, dataset: Any, batch_size: int = 8,
                    device: str | torch.device = "cpu", max_images: int | None = None,
                    progress: Progress | None = None, iou_types: tuple[str, ...] | None = None,
-                   backend: str = "detseg", imgsz: int | None = None) -> dict[str, Any]:
+                   backend: str = "detseg", imgsz: int | None = None,
+                   out_dir: Path | None = None, plots: bool = True) -> dict[str, Any]:
     """Evaluate ``model`` (with a ``.spec``) on the first ``max_images`` images of ``dataset``.
 
     Returns the scorer's ``compute()`` plus ``num_images``:
@@ -87,7 +89,9 @@ def evaluate_model(model: nn.Module, dataset: Any, batch_size: int = 8,
         ``predictions``: COCO results (detection/instance; empty for semantic);
         ``details``: ``{"bbox": COCOMetrics, ...}`` or ``{"confusion_matrix", "class_names"}``.
     ``iou_types`` defaults to ``bbox`` (+ ``segm`` for instance models); ``imgsz`` overrides the
-    model's inference size.
+    model's inference size. With ``out_dir`` the result is also written there (metrics.json,
+    per_class.csv, plots, predictions.json): ``written`` lists the files and ``tables`` holds
+    ``(title, columns, rows)`` summaries to show.
     """
     adapter = task_adapter(model)
     settings = InferenceSettings(imgsz=imgsz)
@@ -97,6 +101,9 @@ def evaluate_model(model: nn.Module, dataset: Any, batch_size: int = 8,
     run_scorer(model, dataset, scorer, range(n), batch_size, device, progress, adapter, settings)
     out = scorer.compute()
     out["num_images"] = n
+    if out_dir is not None:
+        out["written"] = scorer.write(out, out_dir, plots)
+        out["tables"] = scorer.tables(out)
     return out
 
 

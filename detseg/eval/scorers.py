@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,13 @@ from detseg.eval.coco_map import (
     COCOMetrics,
     evaluate_with_pycocotools,
     metrics_json,
+)
+from detseg.eval.metrics_files import (
+    Table,
+    detection_tables,
+    semantic_tables,
+    write_detection_files,
+    write_semantic_files,
 )
 from detseg.eval.pixels import ConfusionMatrix
 from detseg.prediction import Prediction, Scorer
@@ -125,6 +133,16 @@ class CocoScorer(Scorer):
                 out[f"{iou_type}_{key}"] = value
         return out
 
+    @staticmethod
+    def write(result: dict[str, Any], out_dir: Path, plots: bool = True) -> list[Path]:
+        """metrics.json, per_class.csv, predictions.json and PR curves of ``compute()``."""
+        return write_detection_files(result["metrics"], result["details"], out_dir, plots,
+                                     result["predictions"])
+
+    @staticmethod
+    def tables(result: dict[str, Any]) -> list[Table]:
+        return detection_tables(result["metrics"], result["details"])
+
 
 class PixelScorer(Scorer):
     """Per-pixel metrics of a semantic model, at each image's original resolution."""
@@ -155,3 +173,12 @@ class PixelScorer(Scorer):
                                            "class_names": self.names}}
         out.update({k: v for k, v in metrics.items() if k != "per_class"})
         return out
+
+    @staticmethod
+    def write(result: dict[str, Any], out_dir: Path, plots: bool = True) -> list[Path]:
+        """metrics.json, per_class.csv and the confusion matrix of ``compute()``."""
+        return write_semantic_files(result["metrics"], result["details"], out_dir, plots)
+
+    @staticmethod
+    def tables(result: dict[str, Any]) -> list[Table]:
+        return semantic_tables(result["metrics"])

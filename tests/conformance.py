@@ -1,0 +1,134 @@
+"""The conformance kit: what every registered model family must do, through the public CLI.
+
+``run_family_checks(family, tmp_path)`` writes a small dataset by hand in the format its task
+reads (YOLO boxes and polygons for detectors, a class-index mask folder for semantic models),
+with odd, non-square, mixed image sizes, then runs ``detseg train`` with default flags (one
+epoch), ``eval``, ``detect``/``segment``, ``export --check``, ``explain``, ``summary`` and
+``benchmark`` on the checkpoint it wrote, and asserts each exits 0 and writes its outputs.
+tests/test_conformance.py runs it over the model registry; the adding-a-family guide's test
+runs it on the guide's family in a temporary copy of the package.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from detseg.cli.main import app
+from detseg.models import model_info
+
+# (height, width) of the hand-made images: odd, non-square, mixed.
+SIZES = [(45, 67), (80, 52), (61, 61), (37, 90), (72, 49)]
+CLASSES = ["box", "disc"]
+
+
+def _image_and_mask(size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB image with a light rectangle and a dark disc, and its class-index mask."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(90, 140, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    y0, x0 = h // 6, w // 8
+    y1, x1 = y0 + h // 3, x0 + w // 3
+    image[y0:y1, x0:x1] = (230, 220, 40)
+    mask[y0:y1, x0:x1] = 1
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx, r = int(h * 0.68), int(w * 0.66), max(5, min(h, w) // 6)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image[disc] = (20, 40, 200)
+    mask[disc] = 2
+    return image, mask
+
+
+def write_yolo(root: Path) -> Path:
+    """A YOLO tree (data.yaml, images/{train,val}, labels/{train,val}) with one box line and
+    one polygon line per image."""
+    for split, sizes in (("train", SIZES), ("val", SIZES[:3])):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            image, mask = _image_and_mask(size, i + (0 if split == "train" else 50))
+            Image.fromarray(image).save(root / "images" / split / f"im{i}.png")
+            h, w = size
+            ys, xs = np.nonzero(mask == 1)
+            box = ((xs.min() + xs.max() + 1) / 2 / w, (ys.min() + ys.max() + 1) / 2 / h,
+                   (xs.max() + 1 - xs.min()) / w, (ys.max() + 1 - ys.min()) / h)
+            ys, xs = np.nonzero(mask == 2)
+            cy, cx = ys.mean(), xs.mean()
+            ry, rx = (ys.max() + 1 - ys.min()) / 2, (xs.max() + 1 - xs.min()) / 2
+            angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+            polygon = [v for a in angles for v in ((cx + rx * np.cos(a)) / w,
+                                                   (cy + ry * np.sin(a)) / h)]
+            lines = ["0 " + " ".join(f"{v:.5f}" for v in box),
+                     "1 " + " ".join(f"{min(max(v, 0.0), 1.0):.5f}" for v in polygon)]
+            (root / "labels" / split / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: images/val\nnames:\n"
+        + "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASSES)))
+    return root
+
+
+def write_mask_folder(root: Path) -> Path:
+    """images/{train,val} + masks/{train,val} (class indices, ``_mask`` suffix) + classes.txt."""
+    for split, sizes in (("train", SIZES), ("val", SIZES[:3])):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            image, mask = _image_and_mask(size, i + (0 if split == "train" else 50))
+            Image.fromarray(image).save(root / "images" / split / f"im{i}.jpg", quality=95)
+            Image.fromarray(mask).save(root / "masks" / split / f"im{i}_mask.png")
+    (root / "classes.txt").write_text("background\n" + "\n".join(CLASSES) + "\n")
+    return root
+
+
+def _ok(runner: CliRunner, args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    failure = "".join(traceback.format_exception(result.exception)) if result.exception else ""
+    assert result.exit_code == 0, f"detseg {' '.join(args)}\n{result.output}\n{failure}"
+    assert "Traceback" not in result.output, result.output
+    return result.output
+
+
+def run_family_checks(family: str, tmp_path: Path, backbone: str = "tiny") -> None:
+    """Every command on ``family`` over ``backbone``; see the module docstring."""
+    task = model_info(family)["task"]
+    semantic = task == "semantic"
+    data = write_mask_folder(tmp_path / "masks") if semantic else write_yolo(tmp_path / "yolo")
+    fmt = "masks" if semantic else "yolo"
+    runner = CliRunner()
+    run = tmp_path / "run"
+    _ok(runner, ["train", "--model", family, "--backbone", backbone, "--dataset", fmt,
+                 "--data-root", str(data), "--epochs", "1", "--out", str(run)])
+    weights = run / "last.pt"
+    assert weights.is_file() and (run / "results.csv").is_file()
+
+    _ok(runner, ["eval", "--dataset", fmt, "--data-root", str(data), "--weights", str(weights),
+                 "--out", str(tmp_path / "eval"), "--no-plots"])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert ("mIoU" in metrics) if semantic else ("bbox" in metrics), metrics
+
+    images = data / "images" / "val"
+    command = "segment" if semantic else "detect"
+    _ok(runner, [command, str(images), "--weights", str(weights), "--out",
+                 str(tmp_path / command)])
+    assert len(list((tmp_path / command).glob("*.png")) + list(
+        (tmp_path / command).glob("*.jpg"))) >= 3
+
+    onnx = tmp_path / "model.onnx"
+    _ok(runner, ["export", "--weights", str(weights), "--format", "onnx", "--imgsz", "64",
+                 "--check", "--out", str(onnx)])
+    assert onnx.is_file()
+
+    image = next(images.iterdir())
+    _ok(runner, ["explain", str(image), "--weights", str(weights), "--method", "activations",
+                 "--out", str(tmp_path / "explain")])
+    assert list((tmp_path / "explain").glob("*.png"))
+
+    _ok(runner, ["summary", "--weights", str(weights), "--imgsz", "64"])
+    _ok(runner, ["benchmark", "--weights", str(weights), "--imgsz", "64", "--iters", "1",
+                 "--warmup", "0", "--device", "cpu"])
