@@ -10,20 +10,29 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+# User text (paths, class names, messages) is printed literally: markup is off everywhere, and
+# the few styled words are ``Text`` objects.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def styled(label: str, style: str, message: object) -> Text:
+    """``label message`` with the label in ``style`` and the message literal."""
+    return Text.assemble((label, style), " ", str(message))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr (the message literally, never as markup) and exit
+    with ``code``."""
+    err_console.print(styled("error:", "red", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     """Print a one-line warning on stderr."""
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err_console.print(styled("warning:", "yellow", message), highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -33,9 +42,9 @@ def print_json(data: Any) -> None:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A rich table on stdout."""
-    table = Table(title=title, show_lines=False)
+    table = Table(title=Text(title) if title else None, show_lines=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(Text(str(col)))
     for row in rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(Text(str(v)) for v in row))
     console.print(table)

@@ -192,7 +192,7 @@ def _plural(count: int, noun: str, plural: str | None = None) -> str:
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=30),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=30),
                     MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), console=err_console, disable=not enabled,
                     transient=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from detseg.cli.console import console, fail, warn
+from detseg.cli.console import console, fail, styled, warn
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
 
@@ -75,7 +75,7 @@ def _progress_callback():
             self.progress.console.print(f"epoch {epoch + 1}: {shown}  ({row['time_s']:.0f}s)")
 
         def on_message(self, text: str) -> None:
-            self.progress.console.print(f"[cyan]note:[/cyan] {text}", highlight=False)
+            self.progress.console.print(styled("note:", "cyan", text), highlight=False)
 
         def on_fit_end(self, result: Any) -> None:
             self.progress.stop()
@@ -94,6 +94,17 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option(None, "--dataset", "-d",
                                     help="Dataset format (see `detseg dataset formats`)."),
         data_root: Path = typer.Option(None, "--data-root", help="Dataset folder."),
+        ann: Path = typer.Option(None, "--ann", help="COCO: the annotation JSON, if not found "
+                                 "under --data-root."),
+        images: Path = typer.Option(None, "--images",
+                                    help="Image folder (mask folders, COCO with --ann)."),
+        masks: Path = typer.Option(None, "--masks", help="Mask folder of a masks dataset."),
+        mask_type: str = typer.Option(None, "--mask-type",
+                                      help="Mask folders: instance (ids per object) or class "
+                                           "(class indices); default from classes.txt."),
+        mask_suffix: str = typer.Option(None, "--mask-suffix",
+                                        help="Mask folders: suffix of mask names (_mask, ...); "
+                                             "default: found automatically."),
         epochs: int = typer.Option(None, "--epochs", "-e", min=1, help="Epochs (default 30)."),
         batch_size: int = typer.Option(None, "--batch-size", "-b", min=1,
                                        help="Images per batch and process (default 8)."),
@@ -197,8 +208,13 @@ def register(app: typer.Typer) -> None:
                 fail("give --dataset and --data-root (or --resume DIR/last.pt)")
             if model is None and weights is None:
                 fail("give --model (or --weights with a detseg checkpoint)")
+            dataset_options = {key: str(value) if isinstance(value, Path) else value
+                               for key, value in {"ann_file": ann, "images_dir": images,
+                                                  "masks_dir": masks, "mask_type": mask_type,
+                                                  "mask_suffix": mask_suffix}.items()
+                               if value is not None}
             config = TrainConfig(model=given.pop("model", None), dataset=dataset,
-                                 data_root=str(data_root),
+                                 data_root=str(data_root), dataset_options=dataset_options,
                                  model_options=_parse_options(option or []), **given)
             trainer = Trainer(config, _out_dir(out, name), callbacks)
         try:

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from detseg.cli.console import console, err_console, print_json, print_table, warn
+from detseg.cli.console import console, err_console, print_json, print_table, styled, warn
 
 weights_app = typer.Typer(
     name="weights",
@@ -70,7 +70,7 @@ def list_command(
     for info in infos:
         where = "no" if info.path is None else places.get(info.path.parent, "yes")
         name = f"{info.name} *" if info.default else info.name
-        table.add_row(escape(name), escape(info.model or ""), info.kind, where)
+        table.add_row(name, info.model or "", info.kind, where)
     console.print(table)
 
 
@@ -131,7 +131,7 @@ def download_command(
             with bar as update:
                 path = download_weights(_enum_of_model(name), progress=update)
         except DetsegError as err:
-            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False,
+            err_console.print(styled("error:", "red", err), highlight=False,
                               soft_wrap=True)
             failed += 1
             continue
@@ -234,11 +234,11 @@ def verify_command(
                       markup=False)
     else:
         rows = [
-            (escape(str(r.path)), r.status, (r.expected or "")[:16], (r.actual or "")[:16])
+            (str(r.path), r.status, (r.expected or "")[:16], (r.actual or "")[:16])
             for r in results
         ]
         print_table("weights verify", ["file", "status", "expected", "sha256"], rows)
     for r in bad:
-        warn(f"{escape(str(r.path))}: {r.status}")
+        warn(f"{r.path}: {r.status}")
     if bad:
         raise typer.Exit(1)

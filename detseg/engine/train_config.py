@@ -68,6 +68,7 @@ class TrainConfig:
     plots: bool = True
     threads: int | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()

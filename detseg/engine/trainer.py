@@ -112,11 +112,12 @@ class Trainer:
         # The training transforms need the model's input size: set in _build_model. The
         # validation images stay as they are; the task adapter resizes them, as in `eval`.
         self.train_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.train_split,
-                                       task=self.task)
+                                       task=self.task, **cfg.dataset_options)
         self.val_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.val_split,
-                                     task=self.task)
-        if len(self.train_set) == 0:
-            raise DatasetError(f"{cfg.data_root}: the {cfg.train_split} split has no images")
+                                     task=self.task, **cfg.dataset_options)
+        for line in [*getattr(self.train_set, "warnings", []),
+                     *getattr(self.val_set, "warnings", [])][:10]:
+            self._message(line)
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(getattr(self.train_set, "category_ids", []) or [])
         self.sampler = ResumableSampler(len(self.train_set), cfg.seed, self.dist.rank,
