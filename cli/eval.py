@@ -157,6 +157,8 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
         evaluation = evaluate_with_pycocotools(ann, predictions, iou_type)
     else:
         evaluation = COCOEvaluator(ann, iou_type).evaluate(predictions)
+    for line in evaluation.warnings:  # entries skipped or ignored, each named
+        warn(line)
     evals = {iou_type: evaluation}
     metrics = metrics_json(evals)
     out_dir = _out_dir(out)
@@ -165,10 +167,13 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
         from detseg.cli.console import print_json
 
         print_json(metrics)
-        return
-    for title, columns, rows in detection_tables(metrics, evals):
-        print_table(title, columns, rows)
-    console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}", highlight=False)
+    else:
+        for title, columns, rows in detection_tables(metrics, evals):
+            print_table(title, columns, rows)
+        console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}",
+                      highlight=False)
+    if evaluation.warnings:
+        raise typer.Exit(1)
 
 
 def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any], split: str,

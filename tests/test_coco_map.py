@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -311,14 +312,8 @@ GT_SMALL = {
 
 
 @pytest.mark.parametrize("results, message", [
-    ([{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5},
-      {"image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5}],
-     r"results\[1\]: image_id 2 is not an image"),
     ([{"image_id": 1, "category_id": 4, "bbox": [1, 1, 5, 5], "score": 0.5}],
      r"results\[0\]: category_id 4 is not a category"),
-    ([{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5},
-      {"image_id": 1, "category_id": 3, "bbox": [1, 1, -5, 5], "score": 0.5}],
-     r"results\[1\]: bbox \[1.0, 1.0, -5.0, 5.0\] has a negative"),
     ([{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}],
      r"results\[0\] = .*missing key 'score'"),
     ([{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5], "score": 0.5}],
@@ -330,8 +325,24 @@ GT_SMALL = {
     ({"image_id": 1}, r"results must be a JSON list"),
 ])
 def test_bad_results_name_the_offending_entry(results, message):
+    """A file none of whose entries is usable is an error naming the first bad one."""
     with pytest.raises(EvalInputError, match=message):
         COCOEvaluator(GT_SMALL).evaluate(results)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5},
+     r"^results: results\[1\]: image_id 2 is not an image of the ground truth; skipped$"),
+    ({"image_id": 1, "category_id": 3, "bbox": [1, 1, -5, 5], "score": 0.5},
+     r"^results: results\[1\]: bbox \[1, 1, -5, 5\] has a negative or non-finite size; "
+     r"skipped$"),
+])
+def test_one_bad_result_is_skipped_with_a_warning_naming_it(bad, message):
+    good = {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5], "score": 0.5}
+    m = COCOEvaluator(GT_SMALL).evaluate([good, bad])
+    assert len(m.warnings) == 1 and re.match(message, m.warnings[0]), m.warnings
+    assert m.stats == COCOEvaluator(GT_SMALL).evaluate([good]).stats
+    assert m.stats["AP"] == pytest.approx(1.0)
 
 
 def test_bad_files_and_masks(tmp_path):

@@ -1,0 +1,101 @@
+"""Reading evaluation input: JSON files, names for messages, and entry values checked one by one.
+
+Every message starts with the source (the file, or the name the caller gave) and the entry,
+for example ``results.json: results[17]: ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detseg.errors import EvalInputError
+
+
+def load_json(source: Any, what: str) -> Any:
+    """``source`` itself, or the parsed JSON file it names; errors name the file."""
+    if not isinstance(source, (str, Path)):
+        return source
+    path = Path(source)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise EvalInputError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise EvalInputError(f"{path}: {what} file is a folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise EvalInputError(f"{path}: malformed JSON in {what} file: {err}") from None
+
+
+def source_name(source: Any, given: str | None, default: str) -> str:
+    """The name messages use: ``given``, else the path ``source``, else ``default``."""
+    if given:
+        return given
+    return str(source) if isinstance(source, (str, Path)) else default
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def integer_id(value: Any) -> int | None:
+    """``value`` as an int when it is an integer number (numpy's too; bools are not), else None."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def finite_number(value: Any) -> bool:
+    """True for a finite real number (numpy's too; bools are not numbers here)."""
+    if type(value) in (int, float):
+        return math.isfinite(value)
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def box_problem(box: Any) -> str | None:
+    """Why ``box`` is not a usable ``[x, y, w, h]`` (finite, ``w, h >= 0``), or None."""
+    if (not isinstance(box, (list, tuple)) or len(box) != 4
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in box)):
+        return f"bbox {short(box)} is not [x, y, w, h]"
+    if not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0:
+        return f"bbox {short(box)} has a negative or non-finite size"
+    return None
+
+
+def box_array(boxes: list) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, 4]`` float64 of ``N`` ``[x, y, w, h]`` values and ``[N]`` flags of the usable ones
+    (those ``box_problem`` accepts; the others' rows are left 0)."""
+    n = len(boxes)
+    if set(map(type, boxes)) <= {list, tuple} and set(map(len, boxes)) <= {4} and set(
+            map(type, chain.from_iterable(boxes))) <= {int, float}:
+        box = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * n).reshape(n, 4)
+        ok = np.isfinite(box).all(1) & (box[:, 2:] >= 0).all(1)
+        box[~ok] = 0.0
+        return box, ok
+    ok = np.array([box_problem(b) is None for b in boxes], dtype=bool).reshape(n)
+    box = np.zeros((n, 4))
+    if ok.any():
+        box[ok] = [boxes[j] for j in np.flatnonzero(ok)]
+    return box, ok
+
+
+def all_rejected(source: str, what: str, first_problem: str, count: int) -> EvalInputError:
+    """The error when every one of ``count`` entries was rejected: nothing left to evaluate."""
+    return EvalInputError(f"{source}: {first_problem} (no {what} is usable: all {count} "
+                          f"rejected)")
