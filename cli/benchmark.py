@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from detseg.cli.console import console, fail, print_json, print_table
+from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
 COLUMNS = ("model", "backbone", "imgsz", "batch_size", "device", "params", "gflops",
            "latency_ms_p50", "latency_ms_p90", "throughput", "peak_mem_mb")
@@ -22,15 +23,17 @@ def benchmark_command(
     weights: str | None = typer.Option(
         None, "--weights", "-w", help="Weights (none: random init; speed does not depend on "
         "them)."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of a new model."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1, help="Outputs of a new model."),
     imgsz: int | None = typer.Option(
-        None, "--imgsz", help="Square input side; families without --weights are built for it "
+        None, "--imgsz", min=MIN_IMGSZ, max=MAX_IMGSZ,
+        help="Square input side; families without --weights are built for it "
         "(default: each model's spec input size)."),
-    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images per forward pass."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
     half: bool = typer.Option(False, "--half", help="fp16 autocast."),
-    iters: int = typer.Option(20, "--iters", help="Timed forward passes."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed passes first."),
+    iters: int = typer.Option(20, "--iters", min=1, help="Timed forward passes."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed passes first."),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for torch (default: torch's own choice); on a "
         "busy machine 1 gives steadier CPU timings."),

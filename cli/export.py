@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from detseg.cli.console import console, fail, print_table, warn
+from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
 
 def register(app: typer.Typer) -> None:
@@ -22,10 +23,12 @@ def export_command(
     weights: str | None = typer.Option(
         None, "--weights", "-w", help="Checkpoint, manifest name, enum name or DEFAULT "
         "(none: random initialisation)."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of a new model."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1, help="Outputs of a new model."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
     imgsz: int | None = typer.Option(
-        None, "--imgsz", help="Side of the sample image traced; a family without --weights is "
+        None, "--imgsz", min=MIN_IMGSZ, max=MAX_IMGSZ,
+        help="Side of the sample image traced; a family without --weights is "
         "built for it (default: the spec's input size)."),
     dynamic: bool = typer.Option(
         False, "--dynamic", help="Free input height/width (and batch for semantic models)."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from detseg.cli.console import console, fail, print_json
+from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +18,14 @@ def summary_command(
         None, "--model", "-m", help="Family or preset name (optional with --weights)."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone for a family."),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Weights to load."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of a new model."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1, help="Outputs of a new model."),
     imgsz: int | None = typer.Option(
-        None, "--imgsz", help="Square input side; a family without --weights is built for it "
+        None, "--imgsz", min=MIN_IMGSZ, max=MAX_IMGSZ,
+        help="Square input side; a family without --weights is built for it "
         "(default: the spec's input size)."),
-    depth: int = typer.Option(3, "--depth", "-d", help="Fold modules nested deeper than this."),
+    depth: int = typer.Option(
+        3, "--depth", "-d", min=0, help="Fold modules nested deeper than this."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Print the network layer by layer, like Keras' and torchinfo's summaries.

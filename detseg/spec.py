@@ -54,6 +54,12 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise WeightsError(f"ModelSpec task must be one of {TASKS}, got {self.task!r}")
+        if not MIN_IMGSZ <= int(self.input_size) <= MAX_IMGSZ:
+            raise WeightsError(f"ModelSpec input_size must be within {MIN_IMGSZ}..{MAX_IMGSZ}, "
+                               f"got {self.input_size}")
+        if int(self.num_classes) < 1:
+            raise WeightsError(f"ModelSpec num_classes must be at least 1, got "
+                               f"{self.num_classes}")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise WeightsError(
                 f"ModelSpec has {len(self.class_names)} class names for {self.num_classes} classes"
