@@ -253,9 +253,17 @@ def test_bad_ground_truth_entries_are_skipped_and_reported(tmp_path):
         assert "categorys" not in text
         assert m.stats["AP"] == pytest.approx(1.0)
         assert m.category_names == ["cup", "cat again"]
+    gt["annotations"].append({"id": 7, "image_id": 2, "category_id": 5, "iscrowd": 1,
+                              "segmentation": {"size": [17, 29], "counts": [400, 90]}})
+    gt["annotations"].append({"id": 8, "image_id": 2, "category_id": 5,
+                              "segmentation": {"size": [17, 29], "counts": "P5"}})
     segm = COCOEvaluator(gt, "segm", source="shapes/val.json")
     assert ("shapes/val.json: annotations[2]: mask size [10, 10] differs from the image size "
             "[23, 31]; skipped") in segm.warnings
+    assert ("shapes/val.json: annotations[6]: RLE counts add up to 490 pixels, not height * "
+            "width = 493; skipped") in segm.warnings
+    assert ("shapes/val.json: annotations[7]: RLE counts 'P5' are malformed or do not add up to "
+            "17x29 = 493 pixels; skipped") in segm.warnings
     assert segm.evaluate(_good_segm()).stats["AP"] > 0.5
 
 

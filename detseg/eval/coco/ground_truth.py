@@ -24,6 +24,7 @@ from detseg.eval.coco.json_input import (
 from detseg.eval.coco.params import Params
 from detseg.eval.coco.rle import (
     compressed_counts_check,
+    counts_problem,
     is_compressed,
     rles_for_image,
     segmentation_problem,
@@ -179,8 +180,7 @@ def _mask_problems(segs: list, heights: np.ndarray, widths: np.ndarray
         if good:
             rles[j], area[j] = segs[j], pixels
         else:
-            problems[j] = (f"RLE counts {short(segs[j]['counts'], 60)} are not a valid RLE of "
-                           f"a {heights[j]}x{widths[j]} image")
+            problems[j] = counts_problem(segs[j]["counts"], int(heights[j]), int(widths[j]))
     others = [j for j, seg in enumerate(segs) if rles[j] is None and problems[j] is None]
     for j in others:
         problems[j] = segmentation_problem(segs[j], int(heights[j]), int(widths[j]))

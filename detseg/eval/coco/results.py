@@ -33,6 +33,7 @@ from detseg.eval.coco.json_input import (
 )
 from detseg.eval.coco.rle import (
     compressed_counts_check,
+    counts_problem,
     is_compressed,
     segmentation_problem,
     segmentation_to_rle,
@@ -173,9 +174,8 @@ def _masks(entries: list, index: np.ndarray, gt: GroundTruth, img: np.ndarray,
     area[packed] = packed_area
     rles = list(segs)
     for j in packed[~ok]:
-        problems[int(index[j])] = (
-            f"results[{index[j]}]: RLE counts {short(segs[j]['counts'], 60)} are malformed "
-            f"or do not add up to {heights[j]}x{widths[j]} = {heights[j] * widths[j]} pixels")
+        problems[int(index[j])] = (f"results[{index[j]}]: "
+                                   f"{counts_problem(segs[j]['counts'], heights[j], widths[j])}")
     for j in np.flatnonzero(~packed_mask):
         seg, i = segs[j], int(index[j])
         h, w = int(heights[j]), int(widths[j])

@@ -75,6 +75,12 @@ def size_problem(seg: Any, height: int, width: int) -> str | None:
     return None
 
 
+def counts_problem(counts: Any, height: int, width: int) -> str:
+    """The message for a counts string that ``compressed_counts_check`` found invalid."""
+    return (f"RLE counts {short(counts, 60)} are malformed or do not add up to {height}x{width} "
+            f"= {height * width} pixels")
+
+
 def segmentation_problem(seg: Any, height: int, width: int) -> str | None:
     """Why ``seg`` (a polygon list or an RLE with list ``counts``) is unusable, or None.
 
