@@ -2,8 +2,9 @@
 
 ``build_backbone(name)`` returns a ``Backbone``: ``forward(x) -> OrderedDict`` of feature maps
 keyed ``"s2"`` .. ``"s32"`` (as the network has them), with ``channels`` and ``strides``.
-Registered: ``tiny`` (ours) and the torchvision networks of ``TORCHVISION_NETS``; ``timm/<name>``
-works too when timm is installed.
+Each backbone module registers its builders in ``BACKBONES`` (``backbones/registry.py``):
+``tiny`` (ours, ``tiny.py``) and the torchvision networks of ``TORCHVISION_NETS``
+(``torchvision_nets.py``); ``timm/<name>`` works too when timm is installed.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ import fnmatch
 from functools import cache
 from typing import Any
 
+import detseg.backbones.tiny  # noqa: F401  (registers ``tiny``)
 from detseg.backbones.base import Backbone, stride_key
+from detseg.backbones.registry import BACKBONES
 from detseg.backbones.timm_nets import TIMM_PREFIX, build_timm_backbone, list_timm_backbones
-from detseg.backbones.tiny import TINY_WIDTHS, TinyBackbone
-from detseg.backbones.torchvision_nets import (
-    TORCHVISION_NETS,
-    build_torchvision_backbone,
-    torchvision_backbone_params,
-)
-from detseg.errors import RegistryError
-from detseg.registry import Registry
+from detseg.backbones.torchvision_nets import TORCHVISION_NETS, torchvision_backbone_params
 
 __all__ = [
     "BACKBONES",
@@ -31,27 +27,6 @@ __all__ = [
     "list_backbones",
     "stride_key",
 ]
-
-BACKBONES = Registry("backbone")
-
-
-def _tiny(pretrained: bool = False) -> TinyBackbone:
-    if pretrained:
-        raise RegistryError("backbone 'tiny' has no pretrained weights (it is ours, trained from "
-                            "scratch); use pretrained=False")
-    return TinyBackbone()
-
-
-BACKBONES.add("tiny", _tiny, pretrained=False, channels=list(TINY_WIDTHS),
-              strides=[2, 4, 8, 16, 32], source="detseg")
-for _name, _net in TORCHVISION_NETS.items():
-    BACKBONES.add(
-        _name,
-        lambda pretrained=False, _name=_name: build_torchvision_backbone(_name, pretrained),
-        pretrained=True, channels=list(_net.channels), strides=_net.strides,
-        weights=_net.weights, source="torchvision",
-    )
-
 
 def build_backbone(name: str, pretrained: bool = False) -> Backbone:
     """The backbone ``name`` (random init, or ImageNet weights with ``pretrained=True``)."""

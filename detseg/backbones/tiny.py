@@ -13,6 +13,8 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from detseg.backbones.base import Backbone, conv_bn_relu, stride_key
+from detseg.backbones.registry import register_backbone
+from detseg.errors import RegistryError
 
 TINY_STEM_WIDTH = 16
 TINY_WIDTHS = (32, 64, 96, 128, 192)
@@ -45,3 +47,13 @@ class TinyBackbone(Backbone):
             x = stage(x)
             features[stride_key(stride)] = x
         return features
+
+
+@register_backbone("tiny", pretrained=False, channels=list(TINY_WIDTHS),
+                   strides=[2, 4, 8, 16, 32], source="detseg")
+def build_tiny(pretrained: bool = False) -> TinyBackbone:
+    """Our small VGG-style backbone (random init: it has no pretrained weights)."""
+    if pretrained:
+        raise RegistryError("backbone 'tiny' has no pretrained weights (it is ours, trained from "
+                            "scratch); use pretrained=False")
+    return TinyBackbone()

@@ -19,6 +19,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from detseg.backbones.base import Backbone, stride_key
+from detseg.backbones.registry import BACKBONES
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,12 @@ def torchvision_backbone_params(name: str) -> int:
     total = sum(p.numel() for p in model.parameters())
     head = sum(p.numel() for child in net.head for p in getattr(model, child).parameters())
     return total - head
+
+
+for _name, _net in TORCHVISION_NETS.items():
+    BACKBONES.add(
+        _name,
+        lambda pretrained=False, _name=_name: build_torchvision_backbone(_name, pretrained),
+        pretrained=True, channels=list(_net.channels), strides=_net.strides,
+        weights=_net.weights, source="torchvision",
+    )
