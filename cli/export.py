@@ -40,6 +40,9 @@ def export_command(
     check: bool = typer.Option(
         False, "--check", help="Run the file (onnxruntime / torch.jit) on sample images and "
         "print the max absolute difference from PyTorch."),
+    check_image: Path | None = typer.Option(
+        None, "--check-image", help="With --check: also compare on this real picture (resized "
+        "to --imgsz)."),
 ) -> None:
     """Export a model to ONNX (opset >= 17) or TorchScript.
 
@@ -64,6 +67,8 @@ def export_command(
 
     if fmt not in EXPORT_FORMATS:
         fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if check_image is not None and not check:
+        fail("--check-image goes with --check")
     net = build_cli_model(model, backbone, weights, num_classes, imgsz)
     if weights is None:
         warn("no --weights: exporting randomly initialised weights")
@@ -82,7 +87,12 @@ def export_command(
         warn(note)
     if not check:
         return
-    verdict = check_export(result, net, size)
+    picture = None
+    if check_image is not None:
+        from detseg.data.io import read_image
+
+        picture = read_image(check_image)
+    verdict = check_export(result, net, size, picture)
     print_table(f"check ({verdict.runtime} vs PyTorch)", ["output", "max abs diff"],
                 [[name, f"{diff:.3g}"] for name, diff in verdict.per_output.items()])
     for note in verdict.notes:

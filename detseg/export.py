@@ -348,14 +348,18 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
 class ExportedModel:
     """Run an exported file on numpy images: ``model(images [N,3,H,W] float32) -> outputs``.
 
-    ``quiet`` silences onnxruntime's own error log (for probing whether a graph runs).
+    ``quiet`` silences onnxruntime's own error log (for probing whether a graph runs). The
+    runtime follows the file's content (TorchScript files are zip archives, ONNX ones are not),
+    whatever its name.
     """
 
     def __init__(self, path: str | Path, quiet: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
             raise UsageError(f"{self.path}: no such exported model file")
-        if self.path.suffix == ".onnx":
+        with open(self.path, "rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"  # TorchScript files are zip archives
+        if not zipped:
             import onnxruntime
 
             self.runtime = "onnxruntime"
@@ -383,11 +387,13 @@ class ExportedModel:
         return [o.cpu().numpy() for o in outs]
 
 
-def check_export(result: ExportResult, model: nn.Module, imgsz: int) -> CheckResult:
+def check_export(result: ExportResult, model: nn.Module, imgsz: int,
+                 image: np.ndarray | None = None) -> CheckResult:
     """Run the exported file and ``model`` on sample images and compare their outputs.
 
-    Samples: one image at ``imgsz``; where the graph allows, also a non-square size
-    (``other_size``) and a batch of two. Detections are matched by label and box before
+    Samples: one image at ``imgsz`` (``image``, an H x W x 3 uint8 RGB picture resized to
+    ``imgsz`` x ``imgsz``, when given; else random); where the graph allows, also a non-square
+    size (``other_size``) and a batch of two. Detections are matched by label and box before
     comparing, since equal-score ties may be ordered differently.
     """
     exported = ExportedModel(result.path)
@@ -399,8 +405,13 @@ def check_export(result: ExportResult, model: nn.Module, imgsz: int) -> CheckRes
         shapes.append((2 if result.dynamic_batch else 1, height, width))
     per_output = dict.fromkeys(names, 0.0)
     notes: list[str] = []
-    for batch, height, width in shapes:
+    for i, (batch, height, width) in enumerate(shapes):
         images = sample_images(model, imgsz, batch, (height, width))
+        if i == 0 and image is not None:
+            picture = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+            picture = torch.nn.functional.interpolate(picture.float() / 255.0, size=(imgsz, imgsz),
+                                                      mode="bilinear", align_corners=False)
+            images = picture.to(images.device, images.dtype)
         with torch.inference_mode():
             reference = wrapper(images)
         reference = reference if isinstance(reference, (list, tuple)) else [reference]
