@@ -76,7 +76,6 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     from detseg.engine.results import ResultStats
     from detseg.engine.writers import RunWriter, image_ids, output_stems
     from detseg.errors import DetsegError, UsageError
-    from detseg.models import model_info
     from detseg.runs import new_run_dir
 
     info = dist.dist_info_from_env()
@@ -93,7 +92,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         model = DEFAULT_MODELS[command]
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
-                          imgsz=imgsz, batch_size=batch_size, half=half)
+                          imgsz=imgsz, batch_size=batch_size, half=half, need_trained=True)
     semantic = predictor.task == "semantic"
     if semantic and command == "detect":
         raise UsageError(f"{predictor.spec.family} is a semantic segmentation model; use "
@@ -101,9 +100,6 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
-    if info.is_main and weights is None and model_info(model)["kind"] == "family":
-        warn(f"{model} has no --weights: it is randomly initialized and its predictions are "
-             f"meaningless (pass a checkpoint, or a preset for pretrained weights)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and save_masks and predictor.task == "detect":

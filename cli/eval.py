@@ -59,8 +59,10 @@ def eval_command(
     split: str = typer.Option("val", "--split", help="Dataset split to evaluate."),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model family or preset (optional with a detseg checkpoint)."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Backbone of a family model."),
     weights: str | None = typer.Option(
-        None, "--weights", "-w", help="Checkpoint file, manifest name, URL, DEFAULT or enum."),
+        None, "--weights", "-w", help="Checkpoint file, manifest name, URL, DEFAULT or enum "
+        "(a preset alone: its DEFAULT weights)."),
     predictions: Path | None = typer.Option(
         None, "--predictions", "-p", help="COCO results JSON to score against --ann (no model, "
         "no images)."),
@@ -99,6 +101,7 @@ def eval_command(
         if ann is None:
             fail("--predictions needs --ann (the COCO ground-truth JSON)")
         for flag, value in (("--dataset", dataset), ("--images", images), ("--model", model),
+                            ("--backbone", backbone),
                             ("--weights", weights), ("--download", download or None)):
             if value is not None:
                 fail(f"--predictions scores a results file: {flag} does not apply")
@@ -115,8 +118,8 @@ def eval_command(
         fail("give --model and/or --weights (or --predictions with --ann)")
     options = {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
                "mask_suffix": mask_suffix}
-    _evaluate(dataset or "coco", root, ann, options, split, model, weights, iou_type, backend,
-              max_images, batch_size, device, out, plots, as_json)
+    _evaluate(dataset or "coco", root, ann, options, split, model, backbone, weights, iou_type,
+              backend, max_images, batch_size, device, out, plots, as_json)
 
 
 def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
@@ -177,16 +180,16 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
 
 
 def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any], split: str,
-              model_name: str | None, weights: str | None, iou_type: str | None, backend: str,
-              max_images: int | None, batch_size: int, device: str, out: Path | None,
-              plots: bool, as_json: bool) -> None:
+              model_name: str | None, backbone: str | None, weights: str | None,
+              iou_type: str | None, backend: str, max_images: int | None, batch_size: int,
+              device: str, out: Path | None, plots: bool, as_json: bool) -> None:
     from detseg.data import build_dataset
     from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model
     from detseg.models.loading import load_model
 
     torch_device = select_device(device)
-    model = load_model(model_name, weights).to(torch_device).eval()
+    model = load_model(model_name, weights, backbone).to(torch_device).eval()
     spec = model.spec
     options = {k: v for k, v in options.items() if v is not None}
     if ann is not None:
