@@ -1,4 +1,5 @@
-"""``detseg explain``: feature maps, filters, occlusion sensitivity and Grad-CAM pictures."""
+"""``detseg explain``: pictures of what a CNN looks at, by the methods registered in
+``detseg.explain`` (``detseg explain --list-methods``)."""
 
 from __future__ import annotations
 
@@ -8,42 +9,52 @@ import typer
 
 from detseg.cli.console import console, fail, print_table
 
-METHODS = ("activations", "filters", "occlusion", "gradcam")
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``explain`` command to the detseg app."""
     app.command("explain")(explain_command)
 
 
+def _list_methods() -> None:
+    from detseg.explain import EXPLAIN_METHODS
+
+    rows = [[entry.name, ", ".join(entry.builder.tasks),
+             ", ".join(f"--{name}" for name in entry.builder.options) or "-",
+             entry.builder.summary] for entry in EXPLAIN_METHODS]
+    print_table("explain methods", ["method", "tasks", "options", "summary"], rows)
+
+
 def explain_command(
-    image: Path = typer.Argument(..., help="The image to explain."),
+    image: Path | None = typer.Argument(None, help="The image to explain."),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Family or preset name (optional with --weights)."),
+        None, "--model", "-m", help="Preset (its DEFAULT weights) or family (with --weights)."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone for a family."),
     weights: str | None = typer.Option(
-        None, "--weights", "-w", help="Checkpoint, manifest name (shapes-unet), enum or DEFAULT."),
+        None, "--weights", "-w", help="Checkpoint, manifest name (shapes-unet), enum, DEFAULT, "
+        "or none (random initialisation)."),
     method: str = typer.Option(
-        "gradcam", "--method", help="activations, filters, occlusion or gradcam."),
+        "gradcam", "--method", help="Explain method; `detseg explain --list-methods` lists "
+        "them with their tasks and options."),
+    list_methods: bool = typer.Option(
+        False, "--list-methods", help="List the explain methods and exit."),
     layer: str | None = typer.Option(
-        None, "--layer", help="Module name (activations, gradcam); 'list' prints the names. "
-        "Default: the backbone's stage outputs."),
+        None, "--layer", help="Module name, for methods that take a layer; 'list' prints the "
+        "names. Default: the backbone's stage outputs."),
     target: str | None = typer.Option(
         None, "--target", help="Detectors: detection index (0 = best) or class name. Semantic: "
         "class name or index. Default: best detection / most frequent class."),
     patch: int | None = typer.Option(
-        None, "--patch", help="Occlusion patch side in pixels (default 1/8 of the shorter "
-        "side)."),
+        None, "--patch", min=1, help="Side in pixels of the grey patch, for methods that "
+        "occlude (default 1/8 of the shorter side)."),
     stride: int | None = typer.Option(
-        None, "--stride", help="Occlusion patch step (default half the patch)."),
+        None, "--stride", min=1, help="Patch step in pixels (default half the patch)."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output folder (default runs/explain/exp*)."),
 ) -> None:
-    """Show what the CNN looks at; writes PNGs of the input image's size.
-
-    activations: grid of a layer's feature maps (strongest channels first); filters: the first
-    convolution's kernels; occlusion: heatmap of the target's score drop when a grey patch
-    covers each place; gradcam: Grad-CAM of a detection or a segmentation class, over the image.
+    """Show what the CNN looks at, by one of the registered explain methods (feature maps,
+    filters, heatmaps over the image; `detseg explain --list-methods` lists them with the tasks
+    they explain and the options they take); writes PNGs of the input image's size. A family
+    needs trained --weights (or --weights none for random initialisation).
 
     Examples:
 
@@ -51,24 +62,39 @@ def explain_command(
 
       detseg explain shapes.png --weights shapes-unet --method occlusion --target circle
 
-      detseg explain photo.jpg --model unet --backbone tiny --method activations
+      detseg explain photo.jpg --model unet --backbone tiny --weights none --method activations
 
       detseg explain photo.jpg --weights shapes-unet --layer list
     """
+    if list_methods:
+        _list_methods()
+        return
+
     from detseg.cli.model_options import build_cli_model
     from detseg.data.io import read_image
+    from detseg.explain import EXPLAIN_METHODS, explain, list_layers
     from detseg.runs import new_run_dir
-    from detseg.viz.explain import explain, list_layers
 
-    if method not in METHODS:
-        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    net = build_cli_model(model, backbone, weights)
+    if method not in EXPLAIN_METHODS:
+        fail(f"--method must be one of {', '.join(EXPLAIN_METHODS.names())}, got {method!r}")
+    entry = EXPLAIN_METHODS.get(method).builder
+    options = {"layer": None if layer == "list" else layer, "target": target, "patch": patch,
+               "stride": stride}
+    unused = entry.unused(options)
+    if unused:
+        taken = ", ".join(f"--{name}" for name in entry.options) or "no options"
+        verb = "does" if len(unused) == 1 else "do"
+        fail(f"{', '.join(f'--{name}' for name in unused)} {verb} not apply to --method "
+             f"{method} (it takes {taken})")
+    net = build_cli_model(model, backbone, weights, need_trained=True)
     if layer == "list":
         print_table(f"layers of {net.spec.family}", ["layer", "type", "params"],
                     [[name, kind, f"{params:,}"] for name, kind, params in list_layers(net)])
         return
+    if image is None:
+        fail("give the IMAGE to explain (or --list-methods, or --layer list)")
     rgb = read_image(image)
-    result = explain(net, rgb, method, layer=layer, target=target, patch=patch, stride=stride)
+    result = explain(net, rgb, method, **options)
     folder = new_run_dir("explain", out=out)
     paths = result.save(folder)
     if result.target is not None:

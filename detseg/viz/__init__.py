@@ -1,1 +1,1 @@
-"""Drawing (``draw``) and model explanation (``explain``) images."""
+"""Drawing predictions on images (``draw``); model explanations live in ``detseg.explain``."""
