@@ -212,16 +212,23 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     if result.get("dropped_predictions"):
         warn(f"{result['dropped_predictions']} predictions of categories the dataset does not "
              f"have were left out")
+    skipped = result.get("warnings", [])
+    for line in skipped[:20]:  # ground-truth entries skipped or ignored, each named
+        warn(line)
+    if len(skipped) > 20:
+        warn(f"... and {len(skipped) - 20} more entries skipped (all in metrics.json)")
     if as_json:
         from detseg.cli.console import print_json
 
         print_json(result["metrics"])
-        return
-    for title, columns, rows in result["tables"]:
-        print_table(title, columns, rows)
-    console.print(f"{result['num_images']} images, wrote "
-                  f"{', '.join(p.name for p in result['written'])} to {out_dir}",
-                  highlight=False)
+    else:
+        for title, columns, rows in result["tables"]:
+            print_table(title, columns, rows)
+        console.print(f"{result['num_images']} images, wrote "
+                      f"{', '.join(p.name for p in result['written'])} to {out_dir}",
+                      highlight=False)
+    if skipped:
+        raise typer.Exit(1)
 
 
 class _ProgressRun:

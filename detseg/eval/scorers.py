@@ -126,8 +126,10 @@ class CocoScorer(Scorer):
             gt = {**gt, "images": [im for im in gt["images"] if im["id"] in self.seen],
                   "annotations": [a for a in gt["annotations"] if a["image_id"] in self.seen]}
         evals = score_detections(gt, self.predictions, self.iou_types, self.backend)
+        warnings = list(dict.fromkeys(w for m in evals.values() for w in m.warnings))
         out: dict[str, Any] = {"metrics": metrics_json(evals), "predictions": self.predictions,
-                               "details": evals, "dropped_predictions": self.dropped}
+                               "details": evals, "dropped_predictions": self.dropped,
+                               "warnings": warnings}
         for iou_type, m in evals.items():
             for key, value in m.stats.items():
                 out[f"{iou_type}_{key}"] = value
