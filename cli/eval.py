@@ -6,6 +6,7 @@ torch), so scoring a results file starts fast; matplotlib comes in last, for the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ def eval_command(
         "$DETSEG_COCO_URL_BASE overrides the server)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PR curves / heatmap."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No tables, summary or progress bar; warnings and errors "
+                               "still go to stderr."),
 ) -> None:
     """Evaluate a model on a dataset, or score a COCO results file.
 
@@ -93,6 +97,8 @@ def eval_command(
 
     Writes metrics.json, per_class.csv, plots and (for a model) predictions.json into OUT.
     """
+    if quiet:
+        console.quiet = True
     if backend not in ("detseg", "pycocotools"):
         fail(f"--backend must be detseg or pycocotools, got {backend!r}")
     if iou_type not in (None, "bbox", "segm"):
@@ -202,7 +208,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     if len(data) == 0:
         fail(f"{root}: the {split} split has no images", code=1)
     total = len(data) if max_images is None else min(max_images, len(data))
-    run = _ProgressRun(total)
+    run = _ProgressRun(total) if not console.quiet else contextlib.nullcontext(None)
     out_dir = _out_dir(out)
     with run as progress:
         result = evaluate_model(model, data, batch_size=batch_size, device=torch_device,

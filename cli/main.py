@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 some inputs failed, 2 usage or setup error.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -79,4 +80,13 @@ def main() -> None:
         sys.exit(2)
     except DetsegError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except MemoryError:
+        typer.echo("error: out of memory (try a smaller --imgsz or --batch-size)", err=True)
+        sys.exit(1)
+    except Exception as err:  # a bug: one line for users, the traceback on request
+        if os.environ.get("DETSEG_DEBUG"):
+            raise
+        typer.echo(f"error: internal error ({type(err).__name__}: {err}); this is a detseg "
+                   f"bug, please report it with the traceback DETSEG_DEBUG=1 shows", err=True)
         sys.exit(1)
