@@ -86,6 +86,77 @@ def write_mask_folder(root: Path) -> Path:
     return root
 
 
+def write_coco(root: Path) -> Path:
+    """A standard COCO tree: ``train2017/``, ``val2017/`` and ``annotations/instances_*.json``
+    with RLE masks and non-contiguous category ids (3: box, 7: disc)."""
+    from pycocotools import mask as mask_utils
+
+    ids = {1: 3, 2: 7}
+    (root / "annotations").mkdir(parents=True)
+    for split, sizes in (("train", SIZES), ("val", SIZES[:3])):
+        folder = root / f"{split}2017"
+        folder.mkdir()
+        images, annotations = [], []
+        for i, size in enumerate(sizes):
+            image, mask = _image_and_mask(size, i + (0 if split == "train" else 50))
+            Image.fromarray(image).save(folder / f"{i:06d}.jpg", quality=95)
+            images.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "height": size[0],
+                           "width": size[1]})
+            for value, category in ids.items():
+                binary = np.asfortranarray((mask == value).astype(np.uint8))
+                rle = mask_utils.encode(binary)
+                x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                    "category_id": category, "bbox": [x, y, w, h],
+                                    "area": float(mask_utils.area(rle)), "iscrowd": 0,
+                                    "segmentation": {"size": rle["size"],
+                                                     "counts": rle["counts"].decode()}})
+        categories = [{"id": c, "name": CLASSES[k - 1]} for k, c in ids.items()]
+        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations, "categories": categories}))
+    return root
+
+
+def write_voc(root: Path) -> Path:
+    """A Pascal VOC tree (``VOC2012/``): XML boxes of ``cat`` (the rectangle) and ``dog`` (the
+    disc), ``SegmentationClass`` (VOC indices 8 and 12) and ``SegmentationObject`` PNGs,
+    ``ImageSets/Main`` and ``ImageSets/Segmentation`` split lists."""
+    base = root / "VOC2012"
+    for sub in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
+                "ImageSets/Main", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True)
+    names = {1: ("cat", 8), 2: ("dog", 12)}
+    for split, sizes in (("train", SIZES), ("val", SIZES[:3])):
+        stems = []
+        for i, (h, w) in enumerate(sizes):
+            stem = f"{split}_{i}"
+            stems.append(stem)
+            image, mask = _image_and_mask((h, w), i + (0 if split == "train" else 50))
+            Image.fromarray(image).save(base / "JPEGImages" / f"{stem}.jpg", quality=95)
+            objects = []
+            for value, (name, _) in names.items():
+                ys, xs = np.nonzero(mask == value)
+                objects.append(
+                    f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
+                    f"<xmin>{xs.min() + 1}</xmin><ymin>{ys.min() + 1}</ymin>"
+                    f"<xmax>{xs.max() + 1}</xmax><ymax>{ys.max() + 1}</ymax></bndbox></object>")
+            (base / "Annotations" / f"{stem}.xml").write_text(
+                f"<annotation><filename>{stem}.jpg</filename><size><width>{w}</width>"
+                f"<height>{h}</height><depth>3</depth></size>{''.join(objects)}</annotation>")
+            classes = np.zeros_like(mask)
+            for value, (_, index) in names.items():
+                classes[mask == value] = index
+            Image.fromarray(classes).save(base / "SegmentationClass" / f"{stem}.png")
+            Image.fromarray(mask).save(base / "SegmentationObject" / f"{stem}.png")
+        for kind in ("Main", "Segmentation"):
+            (base / "ImageSets" / kind / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root
+
+
+#: every hand-made dataset format of the kit, by ``detseg.data`` format name
+WRITERS = {"coco": write_coco, "yolo": write_yolo, "voc": write_voc, "masks": write_mask_folder}
+
+
 def _ok(runner: CliRunner, args: list[str]) -> str:
     result = runner.invoke(app, args)
     failure = "".join(traceback.format_exception(result.exception)) if result.exception else ""
