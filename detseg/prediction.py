@@ -34,6 +34,25 @@ class Prediction:
     masks: np.ndarray | None = None
     semantic: np.ndarray | None = None
 
+    def rescaled(self, size: tuple[int, int]) -> Prediction:
+        """This prediction mapped to an image of ``size`` (h, w): boxes scaled, masks and the
+        class map resized by nearest neighbour."""
+        import cv2
+
+        sy, sx = size[0] / self.size[0], size[1] / self.size[1]
+        boxes = (self.boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+
+        def resize(maps: np.ndarray) -> np.ndarray:
+            return cv2.resize(maps, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+        masks = None if self.masks is None else (
+            np.stack([resize(m.astype(np.uint8)) for m in self.masks]).astype(bool)
+            if len(self.masks) else np.zeros((0, *size), bool))
+        semantic = None if self.semantic is None else resize(
+            self.semantic.astype(np.int32)).astype(np.int64)
+        return Prediction(size=size, boxes=boxes, labels=self.labels, scores=self.scores,
+                          masks=masks, semantic=semantic)
+
     def fields(self) -> dict[str, Any]:
         """The fields ``detseg.engine.results.Result`` takes."""
         out: dict[str, Any] = {"boxes": self.boxes, "labels": self.labels, "scores": self.scores}

@@ -97,3 +97,23 @@ def test_imgsz_reaches_a_preset_resize() -> None:
     with pytest.raises(Exception, match="imgsz"):
         InferenceSettings(imgsz=100000)
     assert np.isfinite(model.transform.max_size)
+
+
+@pytest.mark.parametrize("weights", ["shapes-mask_rcnn", "shapes-unet"])
+def test_a_huge_picture_is_shrunk_before_the_model_and_mapped_back(weights) -> None:
+    from PIL import Image
+
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (64, 96, 3), np.uint8)
+    small[16:48, 24:56] = (250, 40, 40)
+    big = np.asarray(Image.fromarray(small).resize((96 * 20, 64 * 20), Image.NEAREST))
+    predictor = Predictor(weights=weights, imgsz=128, conf=0.0)
+    result = predictor.predict_arrays([big])[0]
+    assert result.image.shape == big.shape
+    if result.semantic is not None:
+        assert result.semantic.shape == big.shape[:2]
+    else:
+        assert result.masks is not None and result.masks.shape[1:] == big.shape[:2]
+        assert (result.boxes[:, 2] <= big.shape[1]).all()
+        assert (result.boxes[:, 3] <= big.shape[0]).all()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 )
 _GLOB_CHARS = frozenset("*?[")
+
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -52,7 +54,8 @@ def read_image(path: str | Path) -> np.ndarray:
     EXIF orientation is applied; alpha is dropped; grayscale, palette, CMYK and 16-bit
     images are converted (16-bit values are scaled by 255/65535).
     Raises ``ImageReadError(path, reason)`` for missing, empty, truncated, corrupt or
-    non-image files.
+    non-image files, and for images above Pillow's decompression-bomb bound (179 megapixels
+    by default; Pillow's own warning for smaller large images is silenced).
     """
     path = Path(path)
     if not path.exists():
@@ -66,14 +69,18 @@ def read_image(path: str | Path) -> np.ndarray:
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            arr = _to_rgb(img)
+            arr = _to_rgb(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as err:
         raise ImageReadError(path, "not a recognized image format") from err
     except Image.DecompressionBombError as err:
-        raise ImageReadError(path, f"image too large ({err})") from err
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise ImageReadError(path, f"image too large to decode (detseg reads up to "
+                                   f"{limit:.0f} megapixels)") from err
     except (OSError, SyntaxError, ValueError) as err:
         reason = str(err) or type(err).__name__
         if "truncated" in reason:

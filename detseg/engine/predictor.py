@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -36,11 +37,14 @@ from detseg.engine.cpu_speedups import speed_up_for_cpu
 from detseg.engine.device import select_device
 from detseg.engine.results import Result, StageTimes
 from detseg.errors import ImageReadError, UsageError
-from detseg.spec import ModelSpec
+from detseg.spec import ModelSpec, model_spec
 
 if TYPE_CHECKING:
     from detseg.engine.frames import Frame
 
+#: an image is downscaled before the model when it is this many times larger on each side than
+#: the size the model resizes it to anyway
+SHRINK_FACTOR = 2
 ErrorCallback = Callable[[ImageReadError], None]
 
 
@@ -115,7 +119,7 @@ class Predictor:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.device = select_device(device)
         self.model = self._build(model, weights, backbone, need_trained)
-        self.spec: ModelSpec = self.model.spec
+        self.spec: ModelSpec = model_spec(self.model)
         self.task = self.spec.task
         self.names = self.spec.names()
         self.adapter = task_adapter(self.spec)
@@ -288,17 +292,29 @@ class Predictor:
         batches without changing their results; stage times are split evenly over a run."""
         results: list[Result] = []
         start = 0
-        keys = [self.adapter.batch_key(*it.image.shape[:2], self.settings.imgsz) for it in items]
+        keys = [self.adapter.batch_key(it.image.shape[0], it.image.shape[1], self.settings.imgsz)
+                for it in items]
         for end in range(1, len(items) + 1):
             if end == len(items) or keys[end] != keys[start]:
                 results.extend(self._run_same_key(items[start:end]))
                 start = end
         return results
 
+    def _shrunk(self, image: np.ndarray) -> np.ndarray:
+        """``image`` downscaled (area-averaged, in uint8) when it is over twice as large on each
+        side as what the model works at, so a huge picture never becomes a huge float tensor;
+        its prediction is mapped back to the full size."""
+        h, w = image.shape[:2]
+        wh, ww = self.adapter.working_size(h, w, self.settings.imgsz)
+        if h < SHRINK_FACTOR * wh or w < SHRINK_FACTOR * ww:
+            return image
+        return cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
+
     def _run_same_key(self, items: Sequence[_Item]) -> list[Result]:
         with torch.inference_mode():
             t0 = time.perf_counter()
-            prepared = self.adapter.prepare([self._to_tensor(it.image) for it in items],
+            inputs = [self._shrunk(it.image) for it in items]
+            prepared = self.adapter.prepare([self._to_tensor(im) for im in inputs],
                                             self.settings.imgsz)
             if self.device.type == "cuda" and self.task == "semantic":
                 prepared.inputs = prepared.inputs.contiguous(memory_format=torch.channels_last)
@@ -309,6 +325,8 @@ class Predictor:
             self._sync()
             t2 = time.perf_counter()
             predictions = self.adapter.postprocess(output, prepared, self.settings)
+            predictions = [p if p.size == it.image.shape[:2] else p.rescaled(it.image.shape[:2])
+                           for p, it in zip(predictions, items, strict=True)]
             t3 = time.perf_counter()
         n = len(items)
         speed = StageTimes((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)

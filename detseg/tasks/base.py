@@ -31,7 +31,7 @@ from detseg.prediction import Prediction, Scorer
 from detseg.registry import Registry
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ, ModelSpec
 
-TASK_ADAPTERS = Registry("task")
+TASK_ADAPTERS: Registry[type[TaskAdapter]] = Registry("task")
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ class TaskAdapter(ABC):
 
     @abstractmethod
     def prepare(self, images: Sequence[Tensor], imgsz: int | None = None) -> Prepared: ...
+
+    @abstractmethod
+    def working_size(self, height: int, width: int, imgsz: int | None = None
+                     ) -> tuple[int, int]:
+        """The ``(h, w)`` an image of this size is resized to before the network sees it."""
 
     def forward(self, model: nn.Module, prepared: Prepared) -> Any:
         """The model's raw output for a prepared batch."""

@@ -49,7 +49,9 @@ class DetectionAdapter(TaskAdapter):
         crowd out the wanted ones. ``imgsz`` sets the shorter side (R-CNN, RetinaNet, FCOS; the
         longer side cap keeps its ratio) or the square side (SSD).
         """
-        for owner in (getattr(model, "roi_heads", None), model):
+        # The thresholds live on torchvision modules, untyped here: read them as Any.
+        owners: tuple[Any, ...] = (getattr(model, "roi_heads", None), model)
+        for owner in owners:
             if owner is None:
                 continue
             if settings.conf is not None and hasattr(owner, "score_thresh"):
@@ -60,6 +62,7 @@ class DetectionAdapter(TaskAdapter):
                                             else max(current, settings.max_det))
         transform = _detector_transform(model)
         self.fixed_size = bool(getattr(transform, "fixed_size", None))
+        self._resize = transform
         if settings.imgsz is None or transform is None or not hasattr(transform, "min_size"):
             return
         if getattr(transform, "fixed_size", None):
@@ -74,6 +77,23 @@ class DetectionAdapter(TaskAdapter):
 
     def batch_key(self, height: int, width: int, imgsz: int | None = None) -> Hashable:
         return () if self.fixed_size else (height, width)
+
+    #: the model's transform, read by ``working_size`` (set by ``configure``)
+    _resize: Any = None
+
+    def working_size(self, height: int, width: int, imgsz: int | None = None
+                     ) -> tuple[int, int]:
+        """torchvision's resize rule: the square ``fixed_size`` (SSD), else the shorter side to
+        ``min_size`` with the longer side at most ``max_size``; the spec's input size (shorter
+        side) before ``configure``."""
+        transform = self._resize
+        fixed = getattr(transform, "fixed_size", None)
+        if fixed:
+            return int(fixed[0]), int(fixed[1])
+        low = float(max(getattr(transform, "min_size", None) or (imgsz or self.spec.input_size,)))
+        high = float(getattr(transform, "max_size", None) or low * 1333 / 800)
+        scale = min(low / min(height, width), high / max(height, width))
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     def prepare(self, images: Sequence[Tensor], imgsz: int | None = None) -> Prepared:
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]

@@ -91,6 +91,10 @@ class SemanticAdapter(TaskAdapter):
         h, w = letterbox_size(height, width, imgsz or self.spec.input_size)
         return padded(h), padded(w)
 
+    def working_size(self, height: int, width: int, imgsz: int | None = None
+                     ) -> tuple[int, int]:
+        return letterbox_size(height, width, imgsz or self.spec.input_size)
+
     def prepare(self, images: Sequence[Tensor], imgsz: int | None = None) -> Prepared:
         """Letterbox, normalize and pad (zeros after normalization) to one batch."""
         side = imgsz or self.spec.input_size
@@ -196,6 +200,9 @@ class SemanticAdapter(TaskAdapter):
 
 class SemanticExport(nn.Module):
     """``images [N, 3, H, W]`` in [0, 1] -> ``logits [N, C, H, W]`` (normalizes first)."""
+
+    mean: Tensor  # [1, 3, 1, 1] buffer
+    std: Tensor  # [1, 3, 1, 1] buffer
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
