@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from detseg.cli.console import console, fail, print_json
+from .console import console, fail, print_json
 
 
 def register(app: typer.Typer) -> None:

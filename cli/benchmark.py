@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from detseg.cli.console import console, fail, print_json, print_table
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
+
+from .console import console, fail, print_json, print_table
 
 COLUMNS = ("model", "backbone", "imgsz", "batch_size", "device", "params", "gflops",
            "latency_ms_p50", "latency_ms_p90", "throughput", "peak_mem_mb")
@@ -58,10 +59,11 @@ def benchmark_command(
 
       detseg benchmark --model deeplabv3_resnet50 --device cuda --half -b 8
     """
-    from detseg.cli.model_options import build_cli_model
     from detseg.engine.device import select_device
     from detseg.models import list_models
     from detseg.profile import benchmark
+
+    from .model_options import build_cli_model
 
     if not all_families and model is None and weights is None:
         fail("give --model, --weights with a detseg checkpoint, or --all")

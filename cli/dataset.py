@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from detseg.cli.console import console, err_console
+from .console import console, err_console
 
 FORMATS_HINT = "list them with `detseg dataset formats`"
 MASK_TYPE_HELP = ("Mask folders: what mask values are, instance (ids, one class) or class "
@@ -181,8 +181,9 @@ def stats_command(
 
       detseg dataset stats annotations/instances_val2017.json --json
     """
-    from detseg.cli.console import print_json
     from detseg.data.stats import dataset_stats
+
+    from .console import print_json
 
     stats = dataset_stats(path, fmt, **_folders(images, masks, mask_type, mask_suffix))
     if json_out:
@@ -226,8 +227,9 @@ def check_command(
 
       detseg dataset check PennFudanPed --mask-type instance
     """
-    from detseg.cli.console import print_json
     from detseg.data.check import check_dataset
+
+    from .console import print_json
 
     problems = check_dataset(path, fmt, images, masks, mask_type, mask_suffix)
     if json_out:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from detseg.cli.console import console, fail, print_table
+from .console import console, fail, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -70,10 +70,11 @@ def explain_command(
         _list_methods()
         return
 
-    from detseg.cli.model_options import build_cli_model
     from detseg.data.io import read_image
     from detseg.explain import EXPLAIN_METHODS, explain, list_layers
     from detseg.runs import new_run_dir
+
+    from .model_options import build_cli_model
 
     if method not in EXPLAIN_METHODS:
         fail(f"--method must be one of {', '.join(EXPLAIN_METHODS.names())}, got {method!r}")

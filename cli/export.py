@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from detseg.cli.console import console, fail, print_table, warn
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
+
+from .console import console, fail, print_table, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -60,10 +61,11 @@ def export_command(
 
       detseg export --weights runs/train/exp/best.pt -f onnx --out model.onnx
     """
-    from detseg.cli.model_options import build_cli_model
     from detseg.engine.device import select_device
     from detseg.export import EXPORT_FORMATS, SUFFIXES, check_export, export_model
     from detseg.runs import new_run_dir
+
+    from .model_options import build_cli_model
 
     if fmt not in EXPORT_FORMATS:
         fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")

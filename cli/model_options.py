@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detseg.cli.console import fail
+from .console import fail
 
 
 def build_cli_model(model: str | None, backbone: str | None, weights: str | None,

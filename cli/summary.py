@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from detseg.cli.console import console, fail, print_json
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
+
+from .console import console, fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +44,12 @@ def summary_command(
 
       detseg summary --weights shapes-faster_rcnn --json
     """
+    from rich.console import JustifyMethod
     from rich.table import Table
 
-    from detseg.cli.model_options import build_cli_model
     from detseg.summary import format_shape, summarize
+
+    from .model_options import build_cli_model
 
     if depth < 1:
         fail("--depth must be at least 1")
@@ -57,8 +60,10 @@ def summary_command(
         return
     title = f"{result.model}" + (f" ({result.backbone})" if result.backbone else "")
     table = Table(title=f"{title}, input {format_shape(result.input_shape)}")
-    for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"),
-                            ("params", "right"), ("stride", "right"), ("RF", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"),
+        ("stride", "right"), ("RF", "right"))
+    for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")
     for row in result.layers:
         calls = f" x{row.calls}" if row.calls > 1 else ""

@@ -8,8 +8,9 @@ from typing import Any
 
 import typer
 
-from detseg.cli.console import console, fail, styled, warn
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
+
+from .console import console, fail, styled, warn
 
 
 def _progress_callback():

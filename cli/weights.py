@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from detseg.cli.console import console, err_console, print_json, print_table, styled, warn
+from .console import console, err_console, print_json, print_table, styled, warn
 
 weights_app = typer.Typer(
     name="weights",
