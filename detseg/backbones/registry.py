@@ -9,7 +9,7 @@ from detseg.registry import Registry
 
 #: name -> builder ``(pretrained: bool = False) -> Backbone``; meta: ``pretrained`` (ImageNet
 #: weights exist), ``channels``, ``strides``, ``source``, optionally ``weights`` (enum name)
-BACKBONES = Registry("backbone")
+BACKBONES: Registry[Callable[..., Any]] = Registry("backbone")
 
 
 def register_backbone(name: str, **meta: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

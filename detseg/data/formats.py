@@ -28,6 +28,9 @@ import it). ``detseg.data.datasets.dataset_formats()`` imports the modules liste
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from detseg.registry import Registry
 
-DATASET_FORMATS = Registry("dataset format")
+DATASET_FORMATS: Registry[Callable[..., Any]] = Registry("dataset format")

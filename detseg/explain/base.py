@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from detseg.explain.targets import Target
 
 #: every explain method, filled by the modules of ``detseg.explain`` as they are imported
-EXPLAIN_METHODS = Registry("explain method")
+EXPLAIN_METHODS: Registry[ExplainMethod] = Registry("explain method")
 #: ``(model, image_rgb H x W x 3 uint8, **options) -> Explanation``
 MethodFunction = Callable[..., "Explanation"]
 

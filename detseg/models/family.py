@@ -19,7 +19,7 @@ from detseg.registry import Registry
 from detseg.spec import ModelSpec
 
 #: every model family, filled by the modules of ``detseg.models.families`` as they are imported
-FAMILIES = Registry("model family")
+FAMILIES: Registry[Family] = Registry("model family")
 Builder = Callable[[Backbone, ModelSpec], nn.Module]
 
 
