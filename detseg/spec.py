@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from detseg.errors import WeightsError
+from detseg.errors import UsageError, WeightsError
 
 TASKS = ("detect", "instance", "semantic")
 #: the range every image size option (``imgsz``, ``input_size``, ``crop``) must fall in
@@ -47,8 +47,8 @@ class ModelSpec:
     class_names: list[str] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
     input_size: int = 512
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,3 +90,12 @@ class ModelSpec:
         if unknown:
             raise WeightsError(f"ModelSpec has unknown keys {sorted(unknown)}")
         return cls(**data)
+
+
+def model_spec(model: object) -> ModelSpec:
+    """The ``ModelSpec`` a detseg model carries as its ``spec`` attribute (``UsageError`` when
+    it has none)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise UsageError("a model needs a `spec` (ModelSpec) attribute to be run by detseg")
+    return spec

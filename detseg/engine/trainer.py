@@ -56,8 +56,8 @@ from detseg.engine.transfer import (
 from detseg.engine.validation import flat_metrics, validation_losses, validation_scorer
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
 from detseg.models.loading import model_task
-from detseg.spec import ModelSpec
-from detseg.tasks import float_image, task_adapter
+from detseg.spec import model_spec
+from detseg.tasks import float_image, task_adapter, total_loss
 
 __all__ = ["TrainCallback", "TrainConfig", "TrainResult", "Trainer"]
 
@@ -135,8 +135,8 @@ class Trainer:
         if cfg.model is None:
             seed_everything(cfg.seed)
             model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
-            self._message(f"started from {cfg.weights} ({model.spec.family}, "
-                          f"{model.spec.backbone})")
+            spec = model_spec(model)
+            self._message(f"started from {cfg.weights} ({spec.family}, {spec.backbone})")
         else:
             spec = make_spec(cfg.model, cfg.backbone, len(self.class_names), **options)
             # Seeded after the spec: looking up backbone facts may draw random numbers once.
@@ -150,8 +150,8 @@ class Trainer:
             if sampler is None:
                 raise UsageError("--roi-samples only applies to Faster/Mask R-CNN models")
             sampler.batch_size_per_image = cfg.roi_samples
-        model.spec = spec_for_dataset(model.spec, self.class_names, self.category_ids, cfg.imgsz)
-        self.spec: ModelSpec = model.spec
+        self.spec = spec_for_dataset(spec, self.class_names, self.category_ids, cfg.imgsz)
+        model.spec = self.spec  # type: ignore[assignment]  # a plain attribute (build_from_spec)
         self.adapter = task_adapter(self.spec)
         self._set_train_transforms()
         self.frozen_guard: FrozenBatchNormGuard | None = None
@@ -337,7 +337,7 @@ class Trainer:
     def _backward(self, batch: Batch, epoch: int, i: int) -> dict[str, float]:
         with torch.autocast(self.device.type, enabled=self.use_amp):
             loss_dict = self._forward_losses(batch)
-        loss = sum(loss_dict.values())
+        loss = total_loss(loss_dict)
         if not torch.isfinite(loss).all():
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
             where = self.out_dir / "last.pt"

@@ -17,6 +17,7 @@ from torch import nn
 
 from detseg.backbones.base import Backbone, module_stages
 from detseg.errors import UsageError
+from detseg.spec import model_spec
 
 if TYPE_CHECKING:
     from detseg.weights import LoadedWeights
@@ -85,7 +86,7 @@ def load_transfer_weights(model: nn.Module, weights: str, preset: str | None = N
     loaded = resolve_weights(weights, default_enum=default_enum)
     own = model.state_dict()
     donor = loaded.spec
-    if donor is not None and donor.family != model.spec.family \
+    if donor is not None and donor.family != model_spec(model).family \
             and not set(own) <= set(loaded.state_dict):
         return [load_donor_backbone(model, loaded)]
     notes: list[str] = []
@@ -110,18 +111,20 @@ def load_donor_backbone(model: nn.Module, loaded: LoadedWeights) -> str:
     e.g. a U-Net trained on the same images starting a Faster R-CNN."""
     from detseg.models import build_from_spec
 
-    donor_spec = loaded.spec
-    if donor_spec.backbone != model.spec.backbone:
+    donor_spec, own_spec = loaded.spec, model_spec(model)
+    if donor_spec is None:
+        raise UsageError(f"--weights {loaded.source}: carries no model spec to find its backbone")
+    if donor_spec.backbone != own_spec.backbone:
         raise UsageError(
             f"--weights {loaded.source}: a {donor_spec.family} over {donor_spec.backbone}; "
-            f"only its backbone could start this {model.spec.family}, whose backbone is "
-            f"{model.spec.backbone}")
+            f"only its backbone could start this {own_spec.family}, whose backbone is "
+            f"{own_spec.backbone}")
     with torch.device("meta"):
         donor = build_from_spec(donor_spec)
     found_donor, found_own = find_backbone(donor), find_backbone(model)
     if found_donor is None or found_own is None:
         raise UsageError(f"--weights {loaded.source}: no backbone to transfer into "
-                         f"{model.spec.family}")
+                         f"{own_spec.family}")
     src, dst = found_donor[0] + ".", found_own[0] + "."
     state = {dst + k[len(src):]: v for k, v in loaded.state_dict.items()
              if k.startswith(src)}
@@ -132,5 +135,5 @@ def load_donor_backbone(model: nn.Module, loaded: LoadedWeights) -> str:
                          f"does not fit this model ({misfit[:3]})")
     model.load_state_dict(state, strict=False)
     return (f"loaded the {donor_spec.backbone} backbone of {loaded.source} "
-            f"({donor_spec.family}, {len(state)} tensors); the {model.spec.family} "
+            f"({donor_spec.family}, {len(state)} tensors); the {own_spec.family} "
             "layers start fresh")

@@ -16,7 +16,7 @@ semantic presets ``{"out": logits[, "aux": ...]}``: ``semantic_logits`` gives th
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -44,7 +44,7 @@ __all__ = [
 
 FAMILIES: dict[str, Family] = {e.name: e.builder for e in FAMILY_REGISTRY}
 
-MODELS = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 for _family in FAMILIES.values():
     MODELS.add(_family.name, _family.build, kind="family", task=_family.task,
                family=_family.name, backbone=_family.default_backbone, pretrained=False,
@@ -159,7 +159,8 @@ def build_from_spec(spec: ModelSpec, pretrained_backbone: bool = False) -> nn.Mo
             raise ModelBuildError(f"spec of family {spec.family} names no backbone")
         model = FAMILIES[spec.family].build(build_backbone(spec.backbone, pretrained_backbone),
                                             spec)
-    model.spec = spec
+    # Module.__setattr__ is typed for tensors and submodules; any attribute is fine at runtime.
+    model.spec = spec  # type: ignore[assignment]
     return model
 
 
@@ -229,8 +230,9 @@ def build_model(
         spec = make_spec(name, backbone, num_classes, **options)
     model = build_from_spec(spec)
     classes_asked = num_classes is not None or bool(options.get("class_names"))
-    model.reinitialized = load_state_dict_checked(model, loaded.state_dict, loaded.source,
-                                                  reinit_mismatched=classes_asked)
+    reinitialized = load_state_dict_checked(model, loaded.state_dict, loaded.source,
+                                            reinit_mismatched=classes_asked)
+    model.reinitialized = reinitialized  # type: ignore[assignment]  # as .spec in build_from_spec
     return model
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from detseg.errors import UsageError
-from detseg.spec import ModelSpec
+from detseg.spec import ModelSpec, model_spec
 from detseg.tasks.base import (
     MAX_IMGSZ,
     MIN_IMGSZ,
@@ -21,6 +20,7 @@ from detseg.tasks.base import (
     Prepared,
     TaskAdapter,
     float_image,
+    total_loss,
 )
 from detseg.tasks.detection import DetectionAdapter, InstanceAdapter
 from detseg.tasks.semantic import SemanticAdapter
@@ -37,6 +37,7 @@ __all__ = [
     "TaskAdapter",
     "float_image",
     "task_adapter",
+    "total_loss",
 ]
 
 for _adapter in (DetectionAdapter, InstanceAdapter, SemanticAdapter):
@@ -45,8 +46,5 @@ for _adapter in (DetectionAdapter, InstanceAdapter, SemanticAdapter):
 
 def task_adapter(spec_or_model: ModelSpec | nn.Module) -> TaskAdapter:
     """A fresh adapter for a spec's task (a module is read through its ``.spec``)."""
-    spec = spec_or_model if isinstance(spec_or_model, ModelSpec) else \
-        getattr(spec_or_model, "spec", None)
-    if not isinstance(spec, ModelSpec):
-        raise UsageError("a model needs a `spec` (ModelSpec) attribute to be run by detseg")
+    spec = spec_or_model if isinstance(spec_or_model, ModelSpec) else model_spec(spec_or_model)
     return TASK_ADAPTERS.get(spec.task).builder(spec)

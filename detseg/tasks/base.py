@@ -72,6 +72,12 @@ def float_image(image: Any, device: str | torch.device | None = None) -> Tensor:
     return image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
 
 
+def total_loss(losses: dict[str, Tensor]) -> Tensor:
+    """The sum of the terms of a ``TaskAdapter.loss`` dict (never empty), added in order."""
+    first, *rest = losses.values()
+    return sum(rest, first)
+
+
 @dataclass
 class Prepared:
     """A batch ready for ``forward``.
