@@ -237,7 +237,8 @@ class RecordDataset(Dataset):
         """COCO ground truth of this dataset: category ids are the source's, image ids match
         the targets' ``image_id``. Segmentations are included where the source has them (and,
         for task ``instance``, encoded as RLE from instance PNGs)."""
-        images, annotations = [], []
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for record in self.records:
             images.append({"id": record.image_id, "width": record.width,
                            "height": record.height,

@@ -42,7 +42,7 @@ from detseg.errors import DatasetError, ImageReadError
 from detseg.registry import Registry
 
 BOX_TOLERANCE = 0.5  # pixels a box may stick out of its image before it counts as outside
-FORMAT_CHECKS = Registry("dataset check")
+FORMAT_CHECKS: Registry[Callable[..., list[Problem]]] = Registry("dataset check")
 
 
 @dataclass
@@ -124,8 +124,9 @@ def _size(img: dict[str, Any]) -> tuple[int, int]:
 def _annotation_problems(ann: dict[str, Any], size: tuple[int, int]) -> list[Problem]:
     aid = ann.get("id")
     bbox = ann.get("bbox")
-    values = [_as_number(v) for v in bbox] if isinstance(bbox, list) else []
-    if len(values) != 4 or None in values:
+    parsed = [_as_number(v) for v in bbox] if isinstance(bbox, list) else []
+    values = [v for v in parsed if v is not None]
+    if len(parsed) != 4 or len(values) != 4:
         return [Problem("bad-box", f"annotation {aid}: bbox {json.dumps(bbox)[:60]} is not "
                         "[x, y, w, h]", [aid])]
     problems = []

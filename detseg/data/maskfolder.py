@@ -42,7 +42,7 @@ from detseg.data.base import (
 )
 from detseg.data.formats import DATASET_FORMATS
 from detseg.data.io import IMAGE_SUFFIXES, image_size
-from detseg.data.masks import encode_rle, mask_box
+from detseg.data.masks import encode_rle, region_box
 from detseg.errors import DatasetError, ImageReadError
 
 MASK_TYPES = ("class", "instance")
@@ -181,7 +181,7 @@ def instances_from_mask(values: np.ndarray, mask_type: str,
             continue
         if mask_type == "instance":
             m = values == value
-            instances.append(Instance(box=mask_box(m), label=1, area=float(m.sum()),
+            instances.append(Instance(box=region_box(m), label=1, area=float(m.sum()),
                                       mask_value=int(value)))
             continue
         n, labels = cv2.connectedComponents((values == value).astype(np.uint8), connectivity=8)
@@ -190,7 +190,7 @@ def instances_from_mask(values: np.ndarray, mask_type: str,
             continue
         for k in range(1, n):
             m = labels == k
-            instances.append(Instance(box=mask_box(m), label=int(value), area=float(m.sum()),
+            instances.append(Instance(box=region_box(m), label=int(value), area=float(m.sum()),
                                       segmentation=encode_rle(m)))
     return instances, unknown
 
@@ -281,8 +281,9 @@ class MaskFolderDataset(RecordDataset):
         if names:
             return names[1:] or ["object"]
         if task == "semantic":  # no classes.txt: the largest value found names the count
-            top = max((int(v) for r in records for v in np.unique(read_index_png(
-                r.semantic_png)) if v != IGNORE_INDEX), default=0)
+            pngs = [r.semantic_png for r in records if r.semantic_png is not None]
+            top = max((int(v) for png in pngs for v in np.unique(read_index_png(png))
+                       if v != IGNORE_INDEX), default=0)
         else:
             top = max((i.label for r in records for i in r.instances), default=0)
         return [f"class{i}" for i in range(1, max(top, 1) + 1)]

@@ -26,6 +26,14 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
+def region_box(region: np.ndarray) -> tuple[float, float, float, float]:
+    """``mask_box`` of a region found in a mask (a value or component present in it, so the
+    binary ``H x W`` ``region`` is never empty)."""
+    box = mask_box(region)
+    assert box is not None, "a region found in a mask has pixels"
+    return box
+
+
 def masks_boxes(masks: np.ndarray) -> np.ndarray:
     """Tight ``xyxy`` boxes (pixel edges) of ``N x H x W`` masks; empty masks give zeros."""
     boxes = np.zeros((len(masks), 4), dtype=np.float64)
@@ -95,7 +103,7 @@ def _trace_outer(mask: np.ndarray) -> list[np.ndarray]:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     if n <= 2:
         return _trace_part(mask)
-    loops = []
+    loops: list[np.ndarray] = []
     for k in range(1, n):
         x, y, w, h = (int(v) for v in stats[k, :4])
         part = (labels[y:y + h, x:x + w] == k).astype(np.uint8)

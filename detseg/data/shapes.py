@@ -27,6 +27,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -121,7 +122,7 @@ def _background(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 
 def _pick_color(avoid: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """A random colour far enough from the background and from the other shapes."""
-    best, best_dist = None, -1.0
+    best, best_dist = np.zeros(3), -1.0  # the first try always beats -1
     for _ in range(12):
         color = rng.integers(0, 256, 3).astype(np.float64)
         dist = min(float(np.linalg.norm(color - a)) for a in avoid) if avoid else 1e9
@@ -286,7 +287,8 @@ def _write_split(out: Path, split: str, count: int, size: int, seed: int, worker
             per_image = list(pool.map(_render_one, jobs, chunksize=16))
     else:
         per_image = [_render_one(job) for job in jobs]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i, anns in enumerate(per_image):
         images.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "width": size, "height": size})
         for ann in anns:

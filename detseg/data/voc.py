@@ -19,7 +19,7 @@ import numpy as np
 from detseg.data.base import TASKS, ImageRecord, Instance, RecordDataset, read_index_png
 from detseg.data.formats import DATASET_FORMATS
 from detseg.data.io import image_size
-from detseg.data.masks import mask_box
+from detseg.data.masks import region_box
 from detseg.errors import DatasetError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -66,12 +66,13 @@ def parse_voc_xml(path: Path) -> dict:
 
     def num(node, tag, default=0.0):
         child = node.find(tag) if node is not None else None
+        text = child.text if child is not None else None
         try:
-            value = float(child.text) if child is not None and child.text else default
+            value = float(text) if text else default
         except ValueError as err:
             raise DatasetError(f"{path}: <{tag}> is not a number") from err
         if not math.isfinite(value):
-            raise DatasetError(f"{path}: <{tag}> is not a finite number ({child.text})")
+            raise DatasetError(f"{path}: <{tag}> is not a finite number ({text})")
         return value
 
     objects = []
@@ -136,8 +137,9 @@ class VocDataset(RecordDataset):
                 image_size(path) if path.is_file() else (0, 0)
             record = ImageRecord(path=path, image_id=k + 1, width=width, height=height,
                                  file_name=path.name)
+            objects = (info or {}).get("objects", [])
             if task == "detect":
-                for obj in info["objects"]:
+                for obj in objects:
                     label = label_of.get(obj["name"])
                     if label is None:
                         warnings.append(f"{stem}: unknown class {obj['name']!r}, skipped")
@@ -150,8 +152,7 @@ class VocDataset(RecordDataset):
                 record.semantic_png = base / "SegmentationClass" / f"{stem}.png"
             else:
                 record.instance_png = base / "SegmentationObject" / f"{stem}.png"
-                record.instances = self._instances(base, stem, record.instance_png,
-                                                   (info or {}).get("objects", []))
+                record.instances = self._instances(base, stem, record.instance_png, objects)
             records.append(record)
         super().__init__(records, names, list(range(1, len(names) + 1)), task=task,
                          transforms=transforms,
@@ -176,7 +177,7 @@ class VocDataset(RecordDataset):
                 continue
             label = int(np.bincount(under).argmax())
             difficult = objects[value - 1]["difficult"] if value - 1 < len(objects) else 0
-            out.append(Instance(box=mask_box(m), label=label, iscrowd=int(difficult),
+            out.append(Instance(box=region_box(m), label=label, iscrowd=int(difficult),
                                 area=float(m.sum()), mask_value=int(value)))
         return out
 

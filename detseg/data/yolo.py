@@ -168,6 +168,12 @@ def _entries(value: Any) -> list[str] | None:
         else None
 
 
+def _all_resolve(base: Path, value: Any) -> bool:
+    """Whether ``value`` is a split value (``_entries``) whose every entry exists (``_resolve``)."""
+    entries = _entries(value)
+    return entries is not None and all(_resolve(base, e) for e in entries)
+
+
 def _resolve(base: Path, entry: str) -> Path | None:
     """A split entry as an existing path: relative to ``base`` (Roboflow's ``../x`` also
     tried inside ``base``), or ``None``."""
@@ -273,7 +279,7 @@ def yaml_splits(data: dict[str, Any], base: Path) -> list[str]:
     entries exist under ``base``; a key repeating an earlier one's value is left out."""
     keys = [k for k in ("train", "val", "test") if data.get(k)]
     keys += sorted(str(k) for k in data if k not in _META_KEYS and k not in keys
-                   and _entries(data[k]) and all(_resolve(base, e) for e in _entries(data[k])))
+                   and _all_resolve(base, data[k]))
     out: list[str] = []
     for key in keys:
         if all(data[key] != data[k] for k in out):
