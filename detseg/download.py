@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, BinaryIO
 
 from detseg import __version__
@@ -42,6 +43,7 @@ CHUNK_BYTES = 1 << 20
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
+fcntl: ModuleType | None
 try:  # advisory locks: parallel processes wait for one download
     import fcntl
 except ImportError:  # pragma: no cover - Windows

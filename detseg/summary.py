@@ -83,7 +83,8 @@ def _functional_window(node: torch.fx.Node, root: nn.Module) -> tuple[int, int, 
         return _first(kernel), _first(stride), _first(dilation)
     if node.target in (F.conv2d, torch.conv2d):
         weight = _arg(node, 1, "weight", None)
-        if not isinstance(weight, torch.fx.Node) or weight.op != "get_attr":
+        if not isinstance(weight, torch.fx.Node) or weight.op != "get_attr" \
+                or not isinstance(weight.target, str):
             return None
         kernel = root.get_parameter(weight.target).shape[-2]
         return int(kernel), _first(_arg(node, 3, "stride", 1)), _first(_arg(node, 5, "dilation", 1))
@@ -367,10 +368,12 @@ def _execution_order(rows: list[LayerRow]) -> list[LayerRow]:
     return ordered
 
 
-def _stage_fields(backbone: nn.Module, imgsz: int | tuple[int, int]) -> list[dict[str, Any]]:
+def _stage_fields(backbone: Any, imgsz: int | tuple[int, int]) -> list[dict[str, Any]]:
     """Per backbone output: name, channels, stride, output shape and receptive field.
 
-    The field of an output is that of the graph node returned under its key.
+    ``backbone`` is the module ``find_backbone`` picked: any module with ``channels`` and
+    ``strides`` lists, not only a ``Backbone``. The field of an output is that of the graph
+    node returned under its key.
     """
     height, width = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     with torch.inference_mode():

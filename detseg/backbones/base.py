@@ -46,10 +46,12 @@ def module_stages(backbone: nn.Module) -> list[nn.Module]:
         stem = nn.ModuleList([m for n, m in backbone.named_children() if n in ("conv1", "bn1")])
         return [stem, *(getattr(backbone, f"layer{k}") for k in range(1, 5)
                         if hasattr(backbone, f"layer{k}"))]
-    if hasattr(backbone, "trunk_output"):
-        return [backbone.stem, *backbone.trunk_output.children()]
-    if isinstance(getattr(backbone, "features", None), nn.Sequential):
-        return [m for m in backbone.features.children() if params(m)]
+    trunk = getattr(backbone, "trunk_output", None)
+    if isinstance(trunk, nn.Module):
+        return [backbone.get_submodule("stem"), *trunk.children()]
+    features = getattr(backbone, "features", None)
+    if isinstance(features, nn.Sequential):
+        return [m for m in features.children() if params(m)]
     return [m for m in backbone.children() if params(m)]
 
 

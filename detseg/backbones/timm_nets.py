@@ -39,8 +39,9 @@ class TimmBackbone(Backbone):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.channels = list(model.feature_info.channels())
-        self.strides = list(model.feature_info.reduction())
+        info: Any = model.feature_info  # timm's FeatureInfo (timm has no type hints)
+        self.channels = list(info.channels())
+        self.strides = list(info.reduction())
         if len(set(self.strides)) != len(self.strides):
             raise RegistryError(f"timm model has repeated feature strides {self.strides}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ def seed_everything(seed: int) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """The state of every generator, as tensors, ints and lists only."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global generator is MT19937: its state is the legacy tuple (the stubs allow a dict).
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, cached = legacy
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": [py_version, list(py_state), py_gauss],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
@@ -89,8 +89,10 @@ class ResumableSampler(Sampler[int]):
         self.start = start
 
     def _indices(self) -> list[int]:
-        sampler = DistributedSampler(
-            range(self.dataset_len), num_replicas=self.world_size, rank=self.rank,
+        # DistributedSampler only takes len() of its dataset; its hints ask for a Dataset.
+        indices = cast("Dataset[int]", range(self.dataset_len))
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices, num_replicas=self.world_size, rank=self.rank,
             shuffle=self.shuffle, seed=self.seed,
         )
         sampler.set_epoch(self.epoch)

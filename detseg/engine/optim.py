@@ -43,9 +43,9 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_prefix: str | N
                 continue
             seen.add(id(param))
             full = f"{mod_name}.{p_name}" if mod_name else p_name
-            in_backbone = bool(backbone_prefix) and (
+            in_backbone = bool(backbone_prefix and (
                 full == backbone_prefix or full.startswith(backbone_prefix + ".")
-            )
+            ))
             buckets.setdefault((in_backbone, _is_no_decay(module, p_name, param)), []).append(param)
     groups = []
     for (in_backbone, no_decay), params in sorted(buckets.items()):
@@ -97,8 +97,9 @@ def lr_factor(kind: str, total_iters: int, warmup_iters: int, warmup_ratio: floa
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, total_iters: int,
-                    warmup_iters: int, **kwargs: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration ``LambdaLR`` following ``lr_factor`` (call ``step()`` after each update)."""
+                    warmup_iters: int, **kwargs: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration ``LambdaLR`` following ``lr_factor`` (call ``step()`` after each update);
+    ``kwargs`` are ``lr_factor``'s keyword options (``warmup_ratio``, ``milestones``, ...)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(kind, total_iters, warmup_iters, **kwargs)
     )

@@ -166,7 +166,9 @@ class PixelScorer(Scorer):
         return self.matrix.to_numpy()
 
     def merge(self, state: np.ndarray) -> None:
-        self.matrix.matrix = self.matrix.matrix + torch.as_tensor(state).to(self.matrix.matrix)
+        counts, current = torch.as_tensor(state), self.matrix.matrix
+        # A scorer that saw no image yet has no matrix: it takes the other's counts.
+        self.matrix.matrix = counts if current is None else current + counts.to(current)
 
     def compute(self) -> dict[str, Any]:
         metrics = self.matrix.compute()

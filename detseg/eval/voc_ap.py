@@ -68,7 +68,8 @@ class VOCMetrics:
 def _table(entries: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
            keys: Sequence[str]) -> tuple[list[Any], dict[str, list[np.ndarray]]]:
     items = entries.items() if isinstance(entries, Mapping) else enumerate(entries)
-    ids, cols = [], {k: [] for k in keys}
+    ids: list[Any] = []
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for image_id, entry in items:
         ids.append(image_id)
         n = len(np.asarray(entry["labels"]).reshape(-1))
@@ -106,16 +107,17 @@ def voc_evaluate(detections: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[
     missing = [i for i in dt_ids if i not in index]
     if missing:
         raise KeyError(f"detections for images without ground truth entries: {missing[:5]}")
-    g_img = np.concatenate([np.full(len(b), i) for i, b in enumerate(gt["labels"])] or [[]])
-    d_img = np.concatenate([np.full(len(b), index[i]) for i, b in zip(dt_ids, dt["labels"],
-                                                                        strict=True)] or [[]])
+    empty = [np.zeros(0)]  # what np.concatenate gets when no image has entries
+    g_img = np.concatenate([np.full(len(b), i) for i, b in enumerate(gt["labels"])] or empty)
+    d_img = np.concatenate([np.full(len(b), index[i])
+                            for i, b in zip(dt_ids, dt["labels"], strict=True)] or empty)
     g_img, d_img = g_img.astype(np.int64), d_img.astype(np.int64)
     g_box = np.concatenate(gt["boxes"] or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4)
-    g_lab = np.concatenate(gt["labels"] or [[]]).astype(np.int64)
-    g_dif = np.concatenate(gt["difficult"] or [[]]).astype(bool)
+    g_lab = np.concatenate(gt["labels"] or empty).astype(np.int64)
+    g_dif = np.concatenate(gt["difficult"] or empty).astype(bool)
     d_box = np.concatenate(dt["boxes"] or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4)
-    d_lab = np.concatenate(dt["labels"] or [[]]).astype(np.int64)
-    d_score = np.concatenate(dt["scores"] or [[]]).astype(np.float64)
+    d_lab = np.concatenate(dt["labels"] or empty).astype(np.int64)
+    d_score = np.concatenate(dt["scores"] or empty).astype(np.float64)
     labels = np.union1d(g_lab, d_lab)
     names = _names(class_names)
 

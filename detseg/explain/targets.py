@@ -189,7 +189,11 @@ class ClassTarget(Target):
         logits = _scaled_logits(output, prepared)[0].float()
         classes = logits.shape[0]
         if token is None:
-            labels = prediction.semantic[prediction.semantic < classes]
+            semantic = prediction.semantic
+            if semantic is None:
+                raise UsageError("name the class to explain: this prediction has no class map "
+                                 "to pick the largest class from")
+            labels = semantic[semantic < classes]
             counts = np.bincount(labels.ravel(), minlength=classes)
             if counts[1:].sum() > 0:
                 counts[0] = 0

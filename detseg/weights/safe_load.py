@@ -30,7 +30,8 @@ def harmless_globals() -> list[Any]:
 
     Each only stores the values it is given: nothing is imported, opened or called.
     """
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 moved it to the private _core
+    multiarray = core.multiarray
     dtypes = [type(np.dtype(kind)) for kind in "?bBhHiIlLqQefdgFDG"]
     return [
         argparse.Namespace,

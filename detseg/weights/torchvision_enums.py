@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def enum_members(enum_name: str) -> list[Any]:
     from torchvision.models import get_weight
 
     try:
-        return list(type(get_weight(f"{enum_name}.DEFAULT")))
+        enum_class: type[Enum] = type(get_weight(f"{enum_name}.DEFAULT"))
+        return list(enum_class)
     except (KeyError, ValueError):
         raise WeightsError(f"torchvision has no weight enum {enum_name!r}") from None
 

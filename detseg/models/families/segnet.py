@@ -55,6 +55,11 @@ class IndexKeepingMaxPool2d(nn.MaxPool2d):
         return out
 
 
+def _pair(setting: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A pool's size setting per side, as ``max_unpool2d``'s hints want (it takes an int too)."""
+    return (setting, setting) if isinstance(setting, int) else tuple(setting)
+
+
 def keep_pool_indices(backbone: nn.Module) -> list[IndexKeepingMaxPool2d]:
     """Swap every ``nn.MaxPool2d`` in ``backbone`` for an index-keeping one; return them."""
     pools = []
@@ -111,7 +116,8 @@ class SegNet(nn.Module):
         self.pool_steps = probe_pools(backbone, self.pools)
         self.strides = decoder_strides(backbone.strides[-1])
         widths = self._encoder_widths()
-        adapters, blocks = [], []
+        adapters: list[nn.Module] = []
+        blocks: list[nn.Module] = []
         channels = backbone.channels[-1]
         for i, stride in enumerate(self.strides):
             step = self.pool_steps.get(stride)
@@ -150,12 +156,14 @@ class SegNet(nn.Module):
             step = self.pool_steps.get(stride)
             if step is not None:
                 pool = self.pools[step.pool]
-                if y.shape[-2:] != pool.indices.shape[-2:]:
-                    y = F.interpolate(y, size=pool.indices.shape[-2:], mode="bilinear",
+                indices, input_size = pool.indices, pool.input_size
+                assert indices is not None and input_size is not None, "set by backbone(x)"
+                if y.shape[-2:] != indices.shape[-2:]:
+                    y = F.interpolate(y, size=indices.shape[-2:], mode="bilinear",
                                       align_corners=False)
                 # plain ints: max_unpool2d's size check rejects traced sizes (export)
-                y = F.max_unpool2d(y, pool.indices, pool.kernel_size, pool.stride, pool.padding,
-                                   output_size=[int(s) for s in pool.input_size])
+                y = F.max_unpool2d(y, indices, _pair(pool.kernel_size), _pair(pool.stride),
+                                   _pair(pool.padding), output_size=[int(s) for s in input_size])
             else:
                 y = F.interpolate(y, size=stride_size(features, stride, size), mode="bilinear",
                                   align_corners=False)
