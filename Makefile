@@ -35,8 +35,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff, then mypy over detseg/ and cli/ ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(PY) -m ruff check detseg cli tests bench
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) bench/eval_speed.py --quick
