@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from detseg.eval.pixels import ConfusionMatrix
+from detseg.eval.scorers import PixelScorer
+from detseg.prediction import Prediction
+from detseg.spec import ModelSpec
 
 
 def test_hand_example():
@@ -76,3 +79,18 @@ def test_bad_labels_and_shapes_raise():
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.zeros(2, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long))
     assert cm.compute()["mIoU"] == 0.0
+
+
+def test_pixel_scorer_merges_into_one_that_saw_no_image():
+    """Evaluation across processes: a rank that scored no image still takes the others'
+    counts, and merging adds them."""
+    spec = ModelSpec("unet", "tiny", 3, "semantic")
+    seen, empty = PixelScorer(spec), PixelScorer(spec)
+    truth = np.array([[0, 1, 2], [2, 2, 255]])
+    seen.update(Prediction(size=(2, 3), semantic=np.array([[0, 1, 1], [2, 0, 2]])),
+                {"mask": truth})
+    empty.merge(seen.state())
+    np.testing.assert_array_equal(empty.state(), seen.state())
+    empty.merge(seen.state())
+    np.testing.assert_array_equal(empty.state(), 2 * seen.state())
+    assert empty.state().sum() == 10
