@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from detseg.cli.console import console, fail, print_table, warn
+from .console import console, fail, print_table, warn
 
 DATA_ENV = "DETSEG_DATA"
 
@@ -173,7 +173,7 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     out_dir = _out_dir(out)
     written = write_detection_files(metrics, evals, out_dir, plots)
     if as_json:
-        from detseg.cli.console import print_json
+        from .console import print_json
 
         print_json(metrics)
     else:
@@ -193,10 +193,11 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model
     from detseg.models.loading import load_model
+    from detseg.spec import model_spec
 
     torch_device = select_device(device)
     model = load_model(model_name, weights, backbone).to(torch_device).eval()
-    spec = model.spec
+    spec = model_spec(model)
     options = {k: v for k, v in options.items() if v is not None}
     if ann is not None:
         options["ann_file"] = ann
@@ -224,7 +225,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     if len(skipped) > 20:
         warn(f"... and {len(skipped) - 20} more entries skipped (all in metrics.json)")
     if as_json:
-        from detseg.cli.console import print_json
+        from .console import print_json
 
         print_json(result["metrics"])
     else:
@@ -247,7 +248,7 @@ class _ProgressRun:
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from detseg.cli.console import err_console
+        from .console import err_console
 
         self.bar = Progress("evaluating", BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=err_console, transient=True)

@@ -196,8 +196,9 @@ def _convert_masks(segs: list, rles: list, img: np.ndarray, heights: np.ndarray,
     bounds = np.flatnonzero(np.diff(img[by_image])) + 1
     for chunk in np.split(by_image, bounds) if len(todo) else []:
         h, w = int(heights[chunk[0]]), int(widths[chunk[0]])
+        converted: list[dict | None]
         try:
-            converted = rles_for_image([segs[j] for j in chunk], h, w)
+            converted = list(rles_for_image([segs[j] for j in chunk], h, w))
         except Exception:  # pycocotools raises bare Exceptions on bad geometry: find the culprit
             converted = []
             for j in chunk:
@@ -240,7 +241,8 @@ def parse_ground_truth(data: Any, iou_type: str, source: str) -> GroundTruth:
                                             dtype=np.int64))
     cat = np.searchsorted(cat_ids, np.array([integer_id(a["category_id"]) for a in kept],
                                             dtype=np.int64))
-    rles = mask_area = None
+    rles: list[Any] | None = None
+    mask_area = np.zeros(len(kept))
     if iou_type == "segm":
         segs = [a["segmentation"] for a in kept]
         shape_problems, rles, mask_area = _mask_problems(segs, heights[img], widths[img])
@@ -260,24 +262,26 @@ def parse_ground_truth(data: Any, iou_type: str, source: str) -> GroundTruth:
     if len(good) < len(kept):
         rows, kept, img, cat, box = ([rows[j] for j in good], [kept[j] for j in good], img[good],
                                      cat[good], box[good])
+        mask_area = mask_area[good]
         if rles is not None:
-            rles, mask_area = [rles[j] for j in good], mask_area[good]
+            rles = [rles[j] for j in good]
     warnings += [f"{source}: {problems[i]}; skipped" for i in sorted(problems)]
     if anns and not rows:
         raise all_rejected(source, "annotation", problems[min(problems)], len(anns))
     area = np.array([float(a.get("area", np.nan)) for a in kept], dtype=np.float64)
     ann_id = np.array([integer_id(a["id"]) for a in kept], dtype=np.int64)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in kept], dtype=bool)
-    missing = np.isnan(area)
-    area[missing] = (box[missing, 2] * box[missing, 3] if iou_type == "bbox"
-                     else mask_area[missing])
-    key = img * len(cat_ids) + cat
-    order = np.argsort(key, kind="stable")
+    no_area = np.isnan(area)
+    area[no_area] = (box[no_area, 2] * box[no_area, 3] if iou_type == "bbox"
+                     else mask_area[no_area])
+    sort_key = img * len(cat_ids) + cat
+    order = np.argsort(sort_key, kind="stable")
+    mask_area = mask_area[order]
     if rles is not None:
-        rles, mask_area = [rles[j] for j in order.tolist()], mask_area[order]
+        rles = [rles[j] for j in order.tolist()]
     return GroundTruth(img_ids, heights, widths, cat_ids, [cats[int(c)] for c in cat_ids],
-                       key[order], img[order], cat[order], ann_id[order], crowd[order],
-                       area[order], box[order], rles, mask_area,
+                       sort_key[order], img[order], cat[order], ann_id[order], crowd[order],
+                       area[order], box[order], rles, mask_area if rles is not None else None,
                        np.asarray(rows, dtype=np.int64)[order], image_entries,
                        category_entries, warnings)
 

@@ -56,7 +56,7 @@ def integer_id(value: Any) -> int | None:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        return int(value)
+        return int(float(value))
     return None
 
 
@@ -85,7 +85,7 @@ def box_array(boxes: list) -> tuple[np.ndarray, np.ndarray]:
     if set(map(type, boxes)) <= {list, tuple} and set(map(len, boxes)) <= {4} and set(
             map(type, chain.from_iterable(boxes))) <= {int, float}:
         box = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * n).reshape(n, 4)
-        ok = np.isfinite(box).all(1) & (box[:, 2:] >= 0).all(1)
+        ok = np.asarray(np.isfinite(box).all(1) & (box[:, 2:] >= 0).all(1))
         box[~ok] = 0.0
         return box, ok
     ok = np.array([box_problem(b) is None for b in boxes], dtype=bool).reshape(n)

@@ -65,6 +65,7 @@ def _mask_area_filter(pd: np.ndarray, pg: np.ndarray, d_area: np.ndarray, gt: Gr
     the IoU is at most ``smaller / larger`` (for a crowd, ``|d & g| / |d| <= |g| / |d|``);
     a small margin keeps pairs the float comparison could get wrong. Empty masks have IoU 0.
     """
+    assert gt.mask_area is not None  # segm evaluation
     da, ga = d_area[pd], gt.mask_area[pg]
     small, large = np.minimum(da, ga), np.where(gt.crowd[pg], da, np.maximum(da, ga))
     keep = (small > 0) & (small >= lowest * (1 - 1e-12) * large)
@@ -90,6 +91,7 @@ def _mask_pair_iou(pd: np.ndarray, pg: np.ndarray, rles: list[dict], gt: GroundT
     g_first = np.searchsorted(gt.img, gt.img[pg[np.r_[0, cuts]]], side="left")
     g_last = np.searchsorted(gt.img, gt.img[pg[np.r_[0, cuts]]], side="right")
     crowd = gt.crowd.astype(np.uint8)
+    assert gt.rles is not None  # segm evaluation
     for s0, s1, g0, g1 in zip(np.r_[0, cuts], np.r_[cuts, len(pd)], g_first, g_last,
                               strict=True):
         dets = pd[s0:s1][new_det[s0:s1]]
@@ -111,9 +113,11 @@ def candidate_pairs(gt: GroundTruth, dets: Detections, d_key: np.ndarray, order:
     counts = np.searchsorted(gt.key, d_key, side="right") - lo
     out_d, out_g, out_iou = [], [], []
     if segm:
+        assert dets.rles is not None and dets.mask_area is not None
         rles = [dets.rles[i] for i in order]
         d_area = dets.mask_area[order]
     else:
+        assert dets.box is not None
         d_box = dets.box[order]
     for start, stop in _pair_blocks(counts, _PAIR_BLOCK):
         pd, pg = _expand_pairs(lo, counts, start, stop)

@@ -252,16 +252,17 @@ def parse_results(data: Any, gt: GroundTruth, iou_type: str, source: str) -> Det
         box = None if box is None else box[rows]
     notes.update({i: f"{problem}; skipped" for i, problem in problems.items()})
     if data and not len(index):
-        first = notes[min(notes)].removesuffix("; skipped")
-        raise all_rejected(source, "result", first, len(data))
+        first_problem = notes[min(notes)].removesuffix("; skipped")
+        raise all_rejected(source, "result", first_problem, len(data))
     warnings = [f"{source}: {notes[i]}" for i in sorted(notes)]
     if box_branch:
+        assert box is not None  # every kept result of the box branch has a box
         area = box[:, 2] * box[:, 3]
     else:
         area = mask_area
         if iou_type == "bbox":  # loadRes keeps a result's own box, else the mask's box
             own = np.array([bool(data[i].get("bbox")) for i in index.tolist()], dtype=bool)
-            box = np.where(own[:, None], box, mask_utils.toBbox(rles).reshape(-1, 4))
+            box = np.asarray(np.where(own[:, None], box, mask_utils.toBbox(rles).reshape(-1, 4)))
     return Detections(img, cat, score, area, box, rles, mask_area, index, box_branch, warnings)
 
 
