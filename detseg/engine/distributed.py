@@ -7,7 +7,9 @@ degrades to a single process (rank 0 of 1) and no process group is created.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -48,10 +50,38 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group if one is active."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+# How long a rank that left the process group waits for the others to leave too.
+LEAVE_TIMEOUT = timedelta(minutes=5)
+_shutdown_count = 0
+
+
+def shutdown_distributed(wait: bool | None = None) -> None:
+    """Leave the process group if one is active and, with ``wait``, return only once every rank
+    has left.
+
+    A process that exits while another rank still holds the gloo group aborts at exit
+    (``terminate called without an active exception``, SIGABRT), so after destroying the group
+    each rank marks itself gone in the rendezvous store and waits for the others' marks
+    (``LEAVE_TIMEOUT`` at most). ``wait=None`` waits unless an exception is on its way out (a
+    failing rank leaves at once: torchrun then stops the others).
+    """
+    global _shutdown_count
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait is None:
+        wait = sys.exc_info()[0] is None
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    store = dist.distributed_c10d._get_default_store()  # kept alive past the group
+    dist.destroy_process_group()
+    _shutdown_count += 1
+    if not wait:
+        return
+    keys = [f"detseg/left/{_shutdown_count}/{r}" for r in range(world_size)]
+    try:
+        store.set(keys[rank], "1")
+        store.wait(keys, LEAVE_TIMEOUT)
+    except (RuntimeError, OSError):  # the store is gone or a rank never came: nothing to wait on
+        pass
 
 
 def barrier() -> None:
