@@ -181,6 +181,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from detseg.engine.trainer import TrainConfig, Trainer
+        from detseg.runs import remove_stale_temporaries
 
         if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -200,6 +201,7 @@ def register(app: typer.Typer) -> None:
         if resume is not None:
             if not resume.is_file():
                 fail(f"--resume {resume}: no such file")
+            remove_stale_temporaries(resume.parent)  # left by a save that was killed midway
             overrides = {k: given[k] for k in ("device", "workers", "threads",
                                                 "eval_max_images") if k in given}
             trainer = Trainer.resume(resume, epochs=epochs, callbacks=callbacks,

@@ -61,3 +61,11 @@ class NonFiniteLossError(DetsegError):
 
 class ExportError(DetsegError):
     """A model that cannot be exported in the requested format; the message says why."""
+
+
+class OutputError(DetsegError):
+    """An output file that cannot be written (disk full, folder removed); names the file."""
+
+
+class OutputFolderError(OutputError, UsageError):
+    """An output folder that cannot be created or written to (CLI exit code 2)."""

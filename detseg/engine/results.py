@@ -107,8 +107,9 @@ class Result:
         """Entries in COCO results format (what pycocotools ``loadRes`` reads).
 
         Detections give ``image_id``, ``category_id`` (the dataset's id, via the spec), ``bbox``
-        (xywh pixels), ``score`` and, with instance masks, an RLE ``segmentation``. Semantic
-        results give one RLE entry per class present (COCO stuff format, ``score`` 1).
+        (``[x, y, width, height]`` pixels, COCO's convention), ``score`` and, with instance
+        masks, an RLE ``segmentation``. Semantic results give one RLE entry per class present
+        (COCO stuff format, ``score`` 1).
         ``file_name`` is added to every entry when given, so results can be matched by name.
         """
         extra = {"file_name": file_name} if file_name is not None else {}
@@ -137,18 +138,26 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """A compact JSON-ready summary (used for the per-frame JSONL of videos).
 
-        Detections: ``{"detections": [{"label", "name", "score", "box"}]}`` (box xyxy pixels).
-        Semantic: ``{"pixels": {name: fraction of the image}}``.
+        Detections: ``{"detections": [{"label", "name", "score", "box_xyxy"[, "mask"]}]}`` with
+        ``box_xyxy`` the corners ``[x1, y1, x2, y2]`` in pixels (predictions.json has COCO's
+        ``bbox`` ``[x, y, width, height]`` instead) and, for instance models, ``mask`` the COCO
+        compressed RLE (``{"size": [h, w], "counts"}``). Semantic: ``{"pixels": {name: fraction
+        of the image}}``.
         """
         names = self.names
         if self.semantic is not None:
             area = float(self.semantic.size)
             return {"pixels": {n: round(c / area, 5) for n, c in self.counts().items()}}
-        return {"detections": [
-            {"label": int(k), "name": names[int(k)], "score": round(float(s), 5),
-             "box": [round(float(v), 2) for v in b]}
-            for b, k, s in zip(self.boxes, self.labels, self.scores, strict=True)
-        ]}
+        detections = []
+        for i in range(len(self)):
+            label = int(self.labels[i])
+            detection: dict[str, Any] = {
+                "label": label, "name": names[label], "score": round(float(self.scores[i]), 5),
+                "box_xyxy": [round(float(v), 2) for v in self.boxes[i]]}
+            if self.masks is not None:
+                detection["mask"] = _rle(self.masks[i])
+            detections.append(detection)
+        return {"detections": detections}
 
     def plot(self, line_width: int | None = None, hide_labels: bool = False,
              hide_conf: bool = False) -> np.ndarray:

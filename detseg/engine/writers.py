@@ -1,23 +1,30 @@
 """Writers for inference outputs: COCO results JSON, JSONL, YOLO txt, mask PNGs, annotated images.
 
-Everything streams: the COCO JSON array is written entry by entry (to a ``.part`` file renamed
-into place on ``close``, so a reader never sees half a file), and ``RunWriter`` draws and writes
-each result in a background thread so encoding overlaps the model.
+Nothing half-written is left under a final name: files are written under a temporary name
+(``detseg.runs.temporary_path``) and renamed into place when complete, the COCO JSON array is
+valid JSON after every entry written, and JSONL lines reach the disk one by one. A file that
+cannot be written raises ``OutputError`` naming it. ``RunWriter`` draws and writes each result in
+a background thread so encoding overlaps the model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
 
 from detseg.engine.background import BackgroundWorker
 from detseg.engine.results import IGNORE_INDEX, Result, ResultStats
+from detseg.errors import OutputError
+from detseg.runs import temporary_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -57,56 +64,146 @@ def image_ids(paths: Sequence[Path]) -> list[int]:
     return list(range(1, len(paths) + 1))
 
 
+def input_names(paths: Sequence[Path]) -> list[str]:
+    """The ``file_name`` of each input in predictions.json: its path relative to the folder
+    holding every input (``a/b.jpg`` and ``c/b.jpg`` stay apart), ``/``-separated."""
+    if not paths:
+        return []
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return [Path(os.path.relpath(p, root)).as_posix() for p in absolute]
+
+
+def _cannot_write(path: Path, err: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write ({err.strerror or err})")
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data`` to an unbuffered binary file."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.EIO, "nothing written")
+        view = view[written:]
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then rename it into place; raises
+    ``OutputError`` naming ``path`` (and leaves nothing behind) when that fails."""
+    path = Path(path)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise _cannot_write(path, err) from err
+
+
 class CocoResultsWriter:
-    """Streams a COCO results list (``[{image_id, category_id, bbox, score, ...}, ...]``)."""
+    """Streams a COCO results list (``[{image_id, category_id, bbox, score, ...}, ...]``).
+
+    The array is written under a temporary name and renamed to ``path`` by ``close``. After every
+    ``write`` the file holds a complete JSON array, so a write that fails (a full disk) keeps the
+    entries written before it: it raises ``OutputError``, and ``close`` still publishes the rest.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._part = self.path.with_name(self.path.name + ".part")
-        self._file = open(self._part, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._file.write("[")
+        self._temporary = temporary_path(self.path)
         self.count = 0
+        self._end = 1  # byte offset just after the last entry (the "[" to begin with)
+        try:
+            self._file = open(self._temporary, "w+b", buffering=0)  # noqa: SIM115 - see close
+        except OSError as err:
+            raise _cannot_write(self.path, err) from err
+        try:
+            _write_all(self._file, b"[\n]\n")
+        except OSError as err:
+            self._file.close()
+            self._temporary.unlink(missing_ok=True)
+            raise _cannot_write(self.path, err) from err
 
     def write(self, entries: Sequence[dict[str, Any]]) -> None:
-        for entry in entries:
-            self._file.write(("\n" if self.count == 0 else ",\n") + json.dumps(entry))
-            self.count += 1
+        """Append ``entries``; the closing bracket is rewritten after them."""
+        if not entries:
+            return
+        chunk = "".join(("\n" if self.count + i == 0 else ",\n") + json.dumps(entry)
+                        for i, entry in enumerate(entries)).encode()
+        try:
+            self._file.seek(self._end)
+            _write_all(self._file, chunk + b"\n]\n")
+        except OSError as err:
+            self._end_array()
+            raise _cannot_write(self.path, err) from err
+        self._end += len(chunk)
+        self.count += len(entries)
+
+    def _end_array(self) -> None:
+        """Close the array after the last complete entry (those bytes were written before, so
+        this needs no new space on a full disk)."""
+        with contextlib.suppress(OSError):
+            self._file.seek(self._end)
+            _write_all(self._file, b"\n]\n")
+            self._file.truncate(self._end + 3)
 
     def close(self) -> Path:
-        """Finish the JSON array and move it into place; safe to call twice."""
+        """Move the finished array into place; safe to call twice."""
         if not self._file.closed:
-            self._file.write("\n]\n")
             self._file.close()
-            self._part.replace(self.path)
+            try:
+                os.replace(self._temporary, self.path)
+            except OSError as err:
+                raise _cannot_write(self.path, err) from err
         return self.path
 
 
 def merge_coco_parts(parts: Sequence[Path], dest: Path) -> int:
     """Merge COCO results files (one per rank) into ``dest``, sorted by image id; the parts
-    are removed. Returns the number of entries."""
+    are removed. Returns the number of entries; ``OutputError`` names a part that cannot be read
+    or a ``dest`` that cannot be written."""
     entries: list[dict[str, Any]] = []
     for part in parts:
-        entries.extend(json.loads(Path(part).read_text(encoding="utf-8")))
+        try:
+            entries.extend(json.loads(Path(part).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise OutputError(f"{part}: cannot read this process's results ({err})") from err
     entries.sort(key=lambda e: e["image_id"])
     writer = CocoResultsWriter(dest)
-    writer.write(entries)
-    writer.close()
+    try:
+        writer.write(entries)
+    finally:
+        writer.close()
     for part in parts:
-        Path(part).unlink()
+        Path(part).unlink(missing_ok=True)
     return writer.count
 
 
 class JsonlWriter:
-    """One JSON object per line, flushed as written (a killed run keeps every finished line)."""
+    """One JSON object per line, each line on disk as soon as it is written (a killed run keeps
+    every finished line; a line that a full disk cuts short is removed again)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.count = 0
+        self._end = 0
+        try:
+            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            raise _cannot_write(self.path, err) from err
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = (json.dumps(record) + "\n").encode()
+        try:
+            _write_all(self._file, line)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._end)
+                self._file.seek(self._end)
+            raise _cannot_write(self.path, err) from err
+        self._end += len(line)
         self.count += 1
 
     def close(self) -> Path:
@@ -172,17 +269,23 @@ def mask_image(result: Result) -> np.ndarray | None:
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
-    """Encode an RGB image to ``path`` (format from the suffix); raises ``OSError`` on failure."""
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]) if rgb.ndim == 3 else rgb):
-        raise OSError(f"{path}: could not write image")
+    """Encode an RGB (or single-channel) image to ``path``, the format from the suffix; raises
+    ``OutputError`` naming ``path`` on failure."""
+    pixels = np.ascontiguousarray(rgb[..., ::-1]) if rgb.ndim == 3 else rgb
+    ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
+    if not ok:
+        raise OutputError(f"{path}: cannot encode the image")
+    write_file(path, encoded.tobytes())
 
 
 class RunWriter(BackgroundWorker):
     """Writes every output of an inference run into ``out_dir`` from a background thread.
 
-    Layout: annotated images ``<stem><suffix>``, ``predictions.json`` (COCO results, with
-    ``file_name``), ``labels/<stem>.txt`` (YOLO) and ``masks/<stem>.png``. ``add`` blocks
-    when ``queue_size`` results are waiting, so memory stays flat. An error in the thread is
+    Layout: annotated images ``<stem><suffix>``, ``predictions.json`` (COCO results: ``bbox`` is
+    ``[x, y, width, height]`` in pixels, plus ``file_name``), ``labels/<stem>.txt`` (YOLO) and
+    ``masks/<stem>.png``; the subfolders are made when their first file is. ``add`` blocks when
+    ``queue_size`` results are waiting, so memory stays flat. An error in the thread (an
+    ``OutputError`` when a file cannot be written) drops the results queued after it and is
     raised again by the next ``add`` or by ``close``.
     """
 
@@ -198,14 +301,12 @@ class RunWriter(BackgroundWorker):
         self.stats = ResultStats()
         self.files: Counter[str] = Counter()
         self.coco = CocoResultsWriter(self.out_dir / json_name) if json_name else None
-        for sub, wanted in (("labels", save_txt), ("masks", save_masks)):
-            if wanted:
-                (self.out_dir / sub).mkdir(parents=True, exist_ok=True)
         super().__init__("detseg-writer", queue_size)
 
-    def add(self, result: Result, image_id: int, stem: str) -> None:
-        """Queue ``result`` (``image_id`` for the JSON, ``stem`` for file names)."""
-        self._submit((result, image_id, stem))
+    def add(self, result: Result, image_id: int, stem: str, file_name: str | None = None) -> None:
+        """Queue ``result``: ``image_id`` and ``file_name`` (default: the image's name) for the
+        JSON, ``stem`` for file names."""
+        self._submit((result, image_id, stem, file_name))
 
     def close(self) -> None:
         """Wait for queued results, finish the JSON, and re-raise any writer error."""
@@ -215,11 +316,19 @@ class RunWriter(BackgroundWorker):
             self.files["json"] = 1
         self._raise_pending()
 
-    def _handle(self, item: tuple[Result, int, str]) -> None:
-        result, image_id, stem = item
+    def _subfolder(self, name: str) -> Path:
+        folder = self.out_dir / name
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as err:
+            raise _cannot_write(folder, err) from err
+        return folder
+
+    def _handle(self, item: tuple[Result, int, str, str | None]) -> None:
+        result, image_id, stem, file_name = item
         self.stats.add(result)
-        name = result.path.name if result.path is not None else f"{stem}.png"
         if self.coco is not None:
+            name = file_name or (result.path.name if result.path is not None else f"{stem}.png")
             self.coco.write(result.to_coco(image_id, file_name=name))
         if self.save_images:
             suffix = result.path.suffix.lower() if result.path is not None else ".png"
@@ -228,11 +337,11 @@ class RunWriter(BackgroundWorker):
             self.files["images"] += 1
         if self.save_txt and result.semantic is None:
             lines = yolo_lines(result)
-            (self.out_dir / "labels" / f"{stem}.txt").write_text(
-                "".join(line + "\n" for line in lines), encoding="utf-8")
+            write_file(self._subfolder("labels") / f"{stem}.txt",
+                       "".join(line + "\n" for line in lines).encode())
             self.files["labels"] += 1
         if self.save_masks:
             masks = mask_image(result)
             if masks is not None:
-                write_image(self.out_dir / "masks" / f"{stem}.png", masks)
+                write_image(self._subfolder("masks") / f"{stem}.png", masks)
                 self.files["masks"] += 1
