@@ -60,16 +60,23 @@ def _text_color(color: np.ndarray) -> tuple[int, int, int]:
 def _label(img: np.ndarray, text: str, x: int, y: int, color: np.ndarray, font_scale: float,
            thickness: int) -> None:
     """A text label on a filled box whose bottom-left corner sits at (x, y) when it fits
-    above, else just below ``y`` (inside the object's box)."""
-    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
-    pad = max(thickness, 1)
+    above, else just below ``y`` (inside the object's box); the label always stays inside the
+    picture (the font shrinks when the text is wider than the image)."""
     height, width = img.shape[:2]
-    x = int(min(max(x, 0), max(width - tw - 2 * pad, 0)))
-    top = y - th - base - 2 * pad
+    pad = max(thickness, 1)
+    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
+    if tw + 2 * pad > width:
+        font_scale *= (width - 2 * pad) / max(tw, 1)
+        thickness = 1
+        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
+    box_w, box_h = tw + 2 * pad, th + base + 2 * pad
+    x = int(min(max(x, 0), max(width - box_w, 0)))
+    top = y - box_h
     if top < 0:
-        top = min(max(y, 0), max(height - th - base - 2 * pad, 0))
-    bottom = top + th + base + 2 * pad
-    cv2.rectangle(img, (x, top), (x + tw + 2 * pad, bottom), tuple(int(c) for c in color), -1)
+        top = y
+    top = int(min(max(top, 0), max(height - box_h, 0)))
+    bottom = top + box_h
+    cv2.rectangle(img, (x, top), (x + box_w - 1, bottom - 1), tuple(int(c) for c in color), -1)
     cv2.putText(img, text, (x + pad, bottom - base - pad), _FONT, font_scale,
                 _text_color(color), thickness, cv2.LINE_AA)
 
@@ -87,13 +94,35 @@ def _binary_masks(masks: Any, height: int, width: int) -> np.ndarray:
     return binary
 
 
+def instance_colors(labels: np.ndarray, scores: np.ndarray | None,
+                    class_colors: np.ndarray) -> np.ndarray:
+    """``N x 3`` uint8 colours: each detection its class colour, shaded apart from the other
+    detections of its class (the best-scored keeps the pure colour, the next ones alternate
+    darker and lighter), so touching objects of one class stay distinguishable."""
+    order = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(labels))
+    seen: dict[int, int] = {}
+    out = np.zeros((len(labels), 3), np.uint8)
+    for k in order:
+        label = int(labels[k])
+        rank = seen.get(label, 0)
+        seen[label] = rank + 1
+        color = class_colors[label].astype(np.float32)
+        if rank:
+            amount = min(0.5 + 0.15 * ((rank - 1) // 2), 0.8)
+            target = 0.0 if rank % 2 else 255.0
+            color = color * (1 - amount) + target * amount
+        out[k] = np.clip(color + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def draw_detections(image_rgb: np.ndarray, boxes: Any, labels: Any, names: Sequence[str],
                     scores: Any = None, masks: Any = None, line_width: int | None = None,
                     hide_labels: bool = False, hide_conf: bool = False,
                     mask_alpha: float = 0.45) -> np.ndarray:
     """Boxes (xyxy pixels), ``name score`` labels on filled backgrounds and semi-transparent
-    instance masks. ``names[label]`` names a label (unknown labels print their number);
-    colours come from ``palette`` by label."""
+    instance masks with outlines. ``names[label]`` names a label (unknown labels print their
+    number). Colours come from ``palette`` by label; with masks, each instance gets its own
+    shade of its class colour (``instance_colors``) for mask, outline, box and label."""
     img = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     height, width = img.shape[:2]
     boxes = _as_numpy(boxes).reshape(-1, 4).astype(np.float64)
@@ -102,15 +131,23 @@ def draw_detections(image_rgb: np.ndarray, boxes: Any, labels: Any, names: Seque
     colors = palette(max(int(labels.max(initial=0)) + 1, len(names), 1))
     lw, font_scale, text_thick = _sizes(height, width, line_width)
     if masks is not None and len(labels):
+        colors_of = instance_colors(labels, scores, colors)
         binary = _binary_masks(masks, height, width)
         overlay = img.astype(np.float32)
         for k in range(len(binary)):
             on = binary[k]
-            overlay[on] = overlay[on] * (1 - mask_alpha) + colors[labels[k]] * mask_alpha
+            overlay[on] = overlay[on] * (1 - mask_alpha) + colors_of[k] * mask_alpha
         img = np.clip(overlay + 0.5, 0, 255).astype(np.uint8)
-    order = np.argsort(scores) if scores is not None else np.arange(len(boxes))
+        for k in range(len(binary)):
+            outlines, _ = cv2.findContours(binary[k].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(img, outlines, -1, tuple(int(c) for c in colors_of[k]),
+                             max(lw // 2, 1), cv2.LINE_AA)
+    else:
+        colors_of = colors[labels] if len(labels) else np.zeros((0, 3), np.uint8)
+    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(boxes))
     for k in order:  # most confident last, so its label ends up on top
-        color = colors[labels[k]]
+        color = colors_of[k]
         x0, y0, x1, y1 = (int(round(v)) for v in boxes[k])
         cv2.rectangle(img, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)),
                       tuple(int(c) for c in color), lw, cv2.LINE_AA)
