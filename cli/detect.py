@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from detseg.cli.console import console, err_console, fail, print_table, warn
+from .console import console, err_console, fail, print_table, warn
 
 DEFAULT_MODELS = {"detect": "fasterrcnn_resnet50_fpn_v2", "segment": "deeplabv3_resnet50"}
 
@@ -42,57 +40,103 @@ Examples:
 }
 
 
-@dataclass
-class _RankReport:
-    """What one process did; gathered on rank 0 for the summary."""
-
-    images: int = 0
-    frames: int = 0
-    failures: list[str] = field(default_factory=list)
-    stats: Any = None
-    files: Counter = field(default_factory=Counter)
-    videos: list[tuple[str, str, int, float]] = field(default_factory=list)
-    json_entries: int = 0
-    interrupted: bool = False
-
-
 def _split_classes(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+class _Terminal:
+    """Shows a run (a ``RunListener``): a header, progress bars on stderr, and every failure
+    as one warning."""
+
+    def __init__(self, command: str, predictor: Any, show: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.command, self.predictor, self.show = command, predictor, show
+        self.progress = Progress(TextColumn("{task.description}", markup=False),
+                                 BarColumn(bar_width=30), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                 console=err_console, disable=not show, transient=False)
+        self._task: Any = None
+        self._unit = ""
+
+    def on_start(self, run_dir: Path, images: int, videos: int, world_size: int) -> None:
+        if not self.show:
+            return
+        spec = self.predictor.spec
+        what = _plural(images, "image") + (f", {_plural(videos, 'video')}" if videos else "")
+        shard = f" over {world_size} processes" if world_size > 1 else ""
+        console.print(f"{self.command}: {spec.family} ({spec.backbone or 'preset'}), {what}"
+                      f"{shard}, device {self.predictor.device}, batch "
+                      f"{self.predictor.batch_size} -> {run_dir}", highlight=False)
+
+    def on_failure(self, message: str) -> None:
+        warn(message)
+
+    def on_stage(self, label: str, total: int | None, unit: str) -> None:
+        self._task = self.progress.add_task(label, total=total, rate="")
+        self._unit = unit
+
+    def on_progress(self, done: int, rate: float) -> None:
+        self.progress.update(self._task, completed=done, rate=f"{rate:.1f} {self._unit}")
+
+
 def _run(command: str, sources: list[str], *, model: str | None, weights: str | None,
-         backbone: str | None, conf: float | None, classes: list[str] | None, max_det: int,
-         imgsz: int | None, batch_size: int, device: str, half: bool, out: Path | None,
-         name: str, save_images: bool, save_json: bool, save_txt: bool, save_masks: bool,
-         line_width: int | None, hide_labels: bool, hide_conf: bool, vid_stride: int,
-         start: float | None, end: float | None, quiet: bool) -> None:
+         backbone: str | None, conf: float | None, iou: float | None, classes: list[str] | None,
+         max_det: int, imgsz: int | None, batch_size: int, device: str, half: bool,
+         out: Path | None, name: str, save_images: bool, save_json: bool, save_txt: bool,
+         save_masks: bool, line_width: int | None, hide_labels: bool, hide_conf: bool,
+         vid_stride: int, start: float | None, end: float | None, quiet: bool) -> None:
+    # Our own one-line messages say what is wrong with a video; FFmpeg's log would come first.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import torch
 
-    from detseg.data.io import expand_sources
-    from detseg.engine import distributed as dist
+    from detseg.engine.distributed import dist_info_from_env
+    from detseg.engine.inference_run import (
+        InferenceRun,
+        OutputOptions,
+        VideoOptions,
+        find_inputs,
+        set_nms_iou,
+    )
     from detseg.engine.predictor import Predictor
-    from detseg.engine.results import ResultStats
-    from detseg.engine.writers import RunWriter, image_ids, output_stems
-    from detseg.errors import DetsegError, UsageError
-    from detseg.runs import new_run_dir
+    from detseg.errors import UsageError
+    from detseg.models import model_info
+    from detseg.runs import check_run_name
 
-    info = dist.dist_info_from_env()
+    if iou is not None and command == "segment":
+        fail("--iou applies to detectors (`detseg detect`)")
+    if out is None:
+        check_run_name(name)
+    outputs = OutputOptions(save_images=save_images, save_json=save_json, save_txt=save_txt,
+                            save_masks=save_masks, line_width=line_width,
+                            hide_labels=hide_labels, hide_conf=hide_conf)
+    video = VideoOptions(stride=vid_stride, start=start, end=end)
+    info = dist_info_from_env()
     if info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{info.local_rank}"
-    found = expand_sources(sources)
-    failures = [m if m.endswith(")") else f"{m}: no such file or folder" for m in found.missing]
+    inputs = find_inputs(sources)
     if info.is_main:
-        for message in failures:
+        for message in inputs.failures + inputs.notes:
             warn(message)
-    if not found.images and not found.videos:
+    if not inputs.images and not inputs.videos:
         fail("no readable images or videos among the sources", code=1)
     if model is None and weights is None:
         model = DEFAULT_MODELS[command]
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
-                          imgsz=imgsz, batch_size=batch_size, half=half, need_trained=True)
+                          imgsz=imgsz, batch_size=batch_size, half=half)
     semantic = predictor.task == "semantic"
     if semantic and command == "detect":
         raise UsageError(f"{predictor.spec.family} is a semantic segmentation model; use "
@@ -100,159 +144,42 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
+    if iou is not None:
+        set_nms_iou(predictor, iou)
+    if info.is_main and weights is None and model is not None \
+            and model_info(model)["kind"] == "family":
+        warn(f"{model} has no --weights: it is randomly initialized and its predictions are "
+             f"meaningless (pass a checkpoint, or a preset for pretrained weights)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
-    if info.is_main and save_masks and predictor.task == "detect":
+    if info.is_main and outputs.save_masks and predictor.task == "detect":
         warn(f"{predictor.spec.family} predicts no masks; --save-masks writes nothing")
-    if info.is_main and save_txt and semantic:
+    if info.is_main and outputs.save_txt and semantic:
         warn("--save-txt writes YOLO boxes; a semantic model has none (use --save-masks)")
 
-    dist.init_distributed(info, predictor.device)
-    created: str | UsageError | None = None
-    if info.is_main:
-        try:
-            created = str(new_run_dir(command, name, out))
-        except UsageError as err:
-            created = err
-    shared = dist.gather_objects(created)[0]  # every rank learns rank 0's folder, or its error
-    if isinstance(shared, UsageError):
-        dist.shutdown_distributed()
-        raise shared
-    run_dir = Path(shared)
-    images, videos = found.images, found.videos
-    ids = dict(zip(images, image_ids(images), strict=True))
-    stems = dict(zip(images + videos, output_stems(images + videos), strict=True))
-    save_json = save_json and bool(images)
-    json_name = ("predictions.json" if not info.enabled
-                 else f"predictions.rank{info.rank}.json") if save_json else None
-    plot_options = {"line_width": line_width, "hide_labels": hide_labels, "hide_conf": hide_conf}
-    report = _RankReport(stats=ResultStats())
-    show = info.is_main and not quiet
-    if show:
-        what = _plural(len(images), "image") + (f", {_plural(len(videos), 'video')}"
-                                                 if videos else "")
-        shard = f" over {info.world_size} processes" if info.enabled else ""
-        console.print(f"{command}: {predictor.spec.family} ({predictor.spec.backbone or 'preset'}"
-                      f"), {what}{shard}, device {predictor.device}, batch {batch_size} "
-                      f"-> {run_dir}", highlight=False)
-
-    def on_error(err: DetsegError) -> None:
-        report.failures.append(str(err))
-        warn(str(err))
-
-    writer = RunWriter(run_dir, save_images=save_images, json_name=json_name, save_txt=save_txt,
-                       save_masks=save_masks, plot_options=plot_options)
-    progress = _progress(show)
-    try:
-        with progress:
-            _predict_images(predictor, images[info.rank::info.world_size], writer, ids, stems,
-                            progress, on_error)
-            writer.close()
-            for video in videos[info.rank::info.world_size]:
-                _predict_video(predictor, video, run_dir, stems[video], save_images,
-                               vid_stride, start, end, plot_options, progress, on_error, report)
-    except KeyboardInterrupt:
-        report.interrupted = True
-    finally:
-        writer.close()
-    report.images = writer.stats.images
-    report.stats.merge(writer.stats)
-    report.files.update(writer.files)
-    report.json_entries = writer.coco.count if writer.coco is not None else 0
+    terminal = _Terminal(command, predictor, show=info.is_main and not quiet)
+    with terminal.progress:
+        report = InferenceRun(predictor, inputs, command, out=out, name=name, outputs=outputs,
+                              video=video, listener=terminal).run()
     if report.interrupted:
         err_console.print("interrupted: outputs written so far were finalized", highlight=False)
         raise typer.Exit(130)
-
-    reports: list[_RankReport] = dist.gather_objects(report)
-    if info.is_main and info.enabled and save_json:
-        from detseg.engine.writers import merge_coco_parts
-
-        merge_coco_parts([run_dir / f"predictions.rank{r}.json" for r in range(info.world_size)],
-                         run_dir / "predictions.json")
-    dist.barrier()
-    dist.shutdown_distributed()
-    total = _merge(reports)
-    if info.is_main and not quiet:
-        _summary(total, predictor, run_dir, save_json, semantic)
-    if failures or total.failures:
-        if info.is_main:
-            err_console.print(f"{len(failures) + len(total.failures)} input(s) failed; the "
-                              f"rest were processed", highlight=False)
+    if report.is_main and not quiet:
+        _summary(report, predictor, semantic)
+    failed_inputs = len(inputs.failures) + len(report.failures)
+    if report.is_main and report.stopped:
+        err_console.print(f"stopped: {_plural(len(report.output_failures), 'output')} could not "
+                          f"be written; the outputs written before were kept",
+                          highlight=False)
+    elif report.is_main and failed_inputs:
+        err_console.print(f"{failed_inputs} input(s) failed; the rest were processed",
+                          highlight=False)
+    if failed_inputs or report.output_failures:
         raise typer.Exit(1)
 
 
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=30),
-                    MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), console=err_console, disable=not enabled,
-                    transient=False)
-
-
-def _predict_images(predictor, images, writer, ids, stems, progress, on_error) -> None:
-    if not images:
-        return
-    task = progress.add_task("images", total=len(images), rate="")
-    began = time.perf_counter()
-    for done, result in enumerate(predictor.predict_paths(images, on_error=on_error), 1):
-        writer.add(result, ids[result.path], stems[result.path])
-        rate = done / max(time.perf_counter() - began, 1e-9)
-        progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
-    progress.update(task, completed=len(images))
-
-
-def _predict_video(predictor, video, run_dir, stem, save_video, vid_stride, start, end,
-                   plot_options, progress, on_error, report: _RankReport) -> None:
-    from detseg.engine.video import VideoRun
-    from detseg.errors import ImageReadError
-
-    try:
-        job = VideoRun(predictor, video, run_dir, stem=stem, save_video=save_video,
-                       stride=vid_stride, start=start, end=end, plot_options=plot_options,
-                       on_error=on_error)
-    except ImageReadError as err:
-        on_error(err)
-        return
-    task = progress.add_task(video.name, total=job.report.expected, rate="")
-
-    def on_progress(state) -> None:
-        progress.update(task, completed=state.frames, rate=f"{state.fps:.1f} fps")
-
-    try:
-        job.run(on_progress)
-    finally:
-        state = job.report
-        report.frames += state.frames
-        report.stats.merge(state.stats)
-        report.files["videos"] += 1 if state.video is not None else 0
-        report.files["jsonl"] += 1
-        report.videos.append((str(video), str(state.video or state.jsonl), state.frames,
-                              state.fps))
-
-
-def _merge(reports: list[_RankReport]) -> _RankReport:
-    from detseg.engine.results import ResultStats
-
-    total = _RankReport(stats=ResultStats())
-    for r in reports:
-        total.images += r.images
-        total.frames += r.frames
-        total.failures += r.failures
-        total.stats.merge(r.stats)
-        total.files.update(r.files)
-        total.videos += r.videos
-        total.json_entries += r.json_entries
-    return total
-
-
-def _summary(total: _RankReport, predictor, run_dir: Path, save_json: bool,
-             semantic: bool) -> None:
-    stats = total.stats
+def _summary(report: Any, predictor: Any, semantic: bool) -> None:
+    stats = report.stats
     unit = "images with class" if semantic else "detections"
     rows = [(name, count) for name, count in stats.class_counts.most_common()]
     if rows:
@@ -266,15 +193,16 @@ def _summary(total: _RankReport, predictor, run_dir: Path, save_json: bool,
                   f"{ms['inference']:.1f} ms inference, {ms['postprocess']:.1f} ms postprocess "
                   f"(batch {predictor.batch_size}, {predictor.device}"
                   f"{', fp16' if predictor.half_active else ''})", highlight=False)
-    for source, output, frames, fps in total.videos:
-        console.print(f"video {source}: {frames} frames at {fps:.1f} fps -> {output}",
-                      highlight=False)
+    for video in report.videos:
+        console.print(f"video {video.source}: {video.frames} frames at {video.fps:.1f} fps -> "
+                      f"{video.output}", highlight=False)
     saved = []
-    files = total.files
+    files = report.files
     if files["images"]:
         saved.append(_plural(files["images"], "annotated image"))
-    if save_json:
-        saved.append(f"predictions.json ({_plural(total.json_entries, 'entry', 'entries')})")
+    if report.json_path is not None:
+        saved.append(f"{report.json_path.name} "
+                     f"({_plural(report.json_entries, 'entry', 'entries')})")
     if files["labels"]:
         saved.append(_plural(files["labels"], "label file") + " in labels/")
     if files["masks"]:
@@ -283,8 +211,8 @@ def _summary(total: _RankReport, predictor, run_dir: Path, save_json: bool,
         saved.append(_plural(files["videos"], "annotated video"))
     if files["jsonl"]:
         saved.append(_plural(files["jsonl"], "frame JSONL file"))
-    counted = f"{_plural(total.images, 'image')}, {_plural(total.frames, 'video frame')}"
-    console.print(f"{counted}; saved {', '.join(saved) or 'nothing'} in {run_dir}",
+    counted = f"{_plural(report.images, 'image')}, {_plural(report.frames, 'video frame')}"
+    console.print(f"{counted}; saved {', '.join(saved) or 'nothing'} in {report.run_dir}",
                   highlight=False)
 
 
@@ -310,6 +238,10 @@ def _command(command: str):
         conf: float | None = typer.Option(
             None, "--conf", min=0.0, max=1.0,
             help=f"{conf_help.capitalize()} (default: {0.0 if semantic else 0.25})."),
+        iou: float | None = typer.Option(
+            None, "--iou", min=0.0, max=1.0, hidden=semantic,
+            help="NMS IoU threshold: of two boxes of one class overlapping more than this, the "
+                 "lower-scored is dropped (default: the model's, 0.5 for R-CNNs)."),
         classes: list[str] | None = typer.Option(
             None, "--classes", help="Keep only these classes: names or label ids, repeated or "
                                     "comma-separated."),
@@ -324,17 +256,30 @@ def _command(command: str):
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         half: bool = typer.Option(False, "--half", help="float16 autocast (CUDA only)."),
         out: Path | None = typer.Option(
-            None, "--out", "-o", help="Output folder; must be new or empty."),
+            None, "--out", "-o",
+            help="Output folder; must be new or empty (the run folders of earlier runs inside "
+                 "an input folder are skipped)."),
         name: str = typer.Option("exp", "--name",
-                                 help=f"Run name under runs/{command}/ (exp, exp2, ...)."),
+                                 help=f"Run name under runs/{command}/ (exp, exp2, ...); one "
+                                      f"folder name."),
         save_images: bool = typer.Option(True, "--save-images/--no-save-images",
                                          help="Write annotated images and videos."),
-        save_json: bool = typer.Option(True, "--save-json/--no-save-json",
-                                       help="Write predictions.json (COCO results format)."),
-        save_txt: bool = typer.Option(False, "--save-txt",
-                                      help="Write YOLO txt labels (class cx cy w h conf)."),
-        save_masks: bool = typer.Option(False, "--save-masks",
-                                        help="Write mask PNGs (instance ids or class ids)."),
+        save_json: bool = typer.Option(
+            True, "--save-json/--no-save-json",
+            help="Write predictions.json for images (COCO results: bbox = [x, y, width, "
+                 "height] in pixels, file_name = path relative to the inputs' common folder). "
+                 "Videos always get <video>.jsonl, one line per frame with box_xyxy = [x1, y1, "
+                 "x2, y2] and, for instance models, RLE masks."),
+        save_txt: bool = typer.Option(
+            False, "--save-txt",
+            help="Write YOLO txt labels in labels/, coordinates normalized to [0, 1]: `class cx "
+                 "cy w h conf` for detectors, polygons `class x1 y1 x2 y2 ... conf` for instance "
+                 "models; one file per image and per processed video frame "
+                 "(<video>_<frame>.txt)."),
+        save_masks: bool = typer.Option(
+            False, "--save-masks",
+            help="Write mask PNGs in masks/ (instance numbers in predictions.json order, or class "
+                 "ids); one per image and per processed video frame (<video>_<frame>.png)."),
         line_width: int | None = typer.Option(None, "--line-width", min=1,
                                               help="Box line width (default: by image size)."),
         hide_labels: bool = typer.Option(False, "--hide-labels", help="Draw no class names."),
@@ -349,7 +294,7 @@ def _command(command: str):
                                    help="No progress bars or summary; errors only."),
     ) -> None:
         _run(command, sources, model=model, weights=weights, backbone=backbone, conf=conf,
-             classes=classes, max_det=max_det, imgsz=imgsz, batch_size=batch_size,
+             iou=iou, classes=classes, max_det=max_det, imgsz=imgsz, batch_size=batch_size,
              device=device, half=half, out=out, name=name, save_images=save_images,
              save_json=save_json, save_txt=save_txt, save_masks=save_masks,
              line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf,

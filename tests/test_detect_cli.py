@@ -126,7 +126,8 @@ def test_bad_files_are_listed_and_the_rest_processed(shapes, det_ckpt, tmp_path,
     assert re.search(r"broken\.jpg: (truncated|corrupt) image data", flat)
     assert "empty.png: empty file" in flat and "nope.jpg: no such file" in flat
     assert "3 input(s) failed" in flat and "Traceback" not in stderr
-    assert sorted(p.name for p in out.iterdir()) == ["good.jpg", "predictions.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".detseg-run", "good.jpg",
+                                                     "predictions.json"]
     assert sorted(p.name for p in folder.iterdir()) == ["broken.jpg", "empty.png", "good.jpg"]
 
 
@@ -166,3 +167,74 @@ def test_task_mismatch_and_help(det_ckpt, seg_ckpt, tmp_path, monkeypatch, capsy
     for command in ("detect", "segment"):
         shown = CliRunner().invoke(app, [command, "--help"], terminal_width=120).output
         assert "Examples" in shown and "--vid-stride" in shown and "--save-masks" in shown
+
+
+def test_iou_sets_the_nms_threshold_of_detect_only(shapes, det_ckpt, tmp_path, monkeypatch,
+                                                   capsys) -> None:
+    image = shapes / "images" / "val" / "000001.jpg"
+    counts = {}
+    for iou in ("0.0", "0.9"):
+        out = tmp_path / f"iou{iou}"
+        code, _, stderr = run(["detect", str(image), "--weights", det_ckpt, "--device", "cpu",
+                               "--conf", "0", "--iou", iou, "--max-det", "1000", "--out", str(out),
+                               "-q"],
+                              monkeypatch, capsys)
+        assert code == 0, stderr
+        entries = json.loads((out / "predictions.json").read_text())
+        counts[iou] = len(entries)
+        boxes = {}
+        for e in entries:
+            boxes.setdefault(e["category_id"], []).append(e["bbox"])
+        if iou == "0.0":  # no two boxes of one class may overlap at all
+            for same in boxes.values():
+                for i, (x, y, w, h) in enumerate(same):
+                    for (u, v, p, q) in same[i + 1:]:
+                        # (bbox values are rounded to 0.01 px: touching is not overlapping)
+                        assert (min(x + w, u + p) <= max(x, u) + 0.02
+                                or min(y + h, v + q) <= max(y, v) + 0.02)
+    assert counts["0.0"] < counts["0.9"]
+    code, _, stderr = run(["segment", str(image), "--iou", "0.5", "--device", "cpu"],
+                          monkeypatch, capsys)
+    assert code == 2 and "--iou applies to detectors" in stderr
+
+
+def test_instances_of_one_class_get_their_own_colours() -> None:
+    from detseg.viz.draw import draw_detections
+
+    image = np.full((60, 90, 3), 128, np.uint8)
+    masks = np.zeros((2, 60, 90), bool)
+    masks[0, 10:50, 5:45] = True
+    masks[1, 10:50, 40:85] = True  # touches and overlaps the first
+    drawn = draw_detections(image, [[5, 10, 45, 50], [40, 10, 85, 50]], [1, 1], ["bg", "cell"],
+                            scores=[0.9, 0.8], masks=masks, hide_labels=True)
+    first, second = drawn[30, 20].astype(int), drawn[30, 70].astype(int)
+    assert (first != 128).any() and (second != 128).any(), "masks drawn"
+    assert np.abs(first - second).sum() > 60, "two cells of one class look apart"
+
+
+def test_labels_stay_inside_the_picture() -> None:
+    from detseg.viz.draw import draw_detections
+
+    image = np.zeros((40, 70, 3), np.uint8)
+    drawn = draw_detections(image, [[30, 0, 70, 12]], [1], ["bg", "a-very-long-class-name"],
+                            scores=[0.5], line_width=1)
+    inked = np.argwhere((drawn != 0).any(axis=2))
+    assert inked[:, 0].min() == 0 and inked[:, 1].max() == 69
+    # the label's filled box starts inside the picture and its text is on it, not cut off
+    rows = np.argwhere((drawn[:, :, :] != 0).all(axis=2).sum(axis=1) > 30)
+    assert len(rows) >= 5, "a label band several rows high"
+    assert (drawn[:, 0] != 0).any(), "a label too wide for the image starts at its left edge"
+
+
+def test_help_names_box_conventions_and_polygons() -> None:
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    helps = {c: {p.name: " ".join((getattr(p, "help", "") or "").split())
+                 for p in commands[c].params if not getattr(p, "hidden", False)}
+             for c in ("detect", "segment")}
+    detect = helps["detect"]
+    assert "bbox = [x, y, width, height]" in detect["save_json"]
+    assert "box_xyxy = [x1, y1, x2, y2]" in detect["save_json"]
+    assert "polygons" in detect["save_txt"] and "per processed video frame" in detect["save_txt"]
+    assert "NMS IoU" in detect["iou"] and "iou" not in helps["segment"]

@@ -38,7 +38,8 @@ def test_torchrun_splits_sources_and_rank0_merges_the_json(tmp_path: Path) -> No
         capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"], "parts were merged"
+    assert sorted(p.name for p in out.iterdir()) == [".detseg-run", "predictions.json"], \
+        "parts were merged"
     entries = json.loads((out / "predictions.json").read_text())
     assert [e["image_id"] for e in entries] == sorted(e["image_id"] for e in entries)
     assert {e["file_name"] for e in entries} == {f"img{i}.png" for i in range(IMAGES)}

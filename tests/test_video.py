@@ -74,7 +74,7 @@ def test_video_run_writes_a_jsonl_line_per_frame_and_a_playable_video(clip, ckpt
     lines = [json.loads(x) for x in report.jsonl.read_text().splitlines()]
     assert [x["frame"] for x in lines] == list(range(8, 24, 2))
     assert lines[0]["time"] == 1.0 and len(lines[0]["detections"]) == 2
-    assert set(lines[0]["detections"][0]) == {"label", "name", "score", "box"}
+    assert set(lines[0]["detections"][0]) == {"label", "name", "score", "box_xyxy"}
     cap = cv2.VideoCapture(str(report.video))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 2)
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == SIZE
@@ -135,12 +135,17 @@ def test_unreadable_video_raises_with_the_reason(tmp_path) -> None:
 def test_writer_falls_back_to_the_next_codec(tmp_path, monkeypatch) -> None:
     real = cv2.VideoWriter
 
-    def no_mp4v(path, fourcc, fps, size):
-        if fourcc == cv2.VideoWriter_fourcc(*"mp4v"):
-            return real(path, cv2.VideoWriter_fourcc(*"ZZZZ"), fps, size)
-        return real(path, fourcc, fps, size)
+    class NoMp4v:
+        """cv2.VideoWriter without the mp4v codec."""
 
-    monkeypatch.setattr(video_mod.cv2, "VideoWriter", no_mp4v)
+        fourcc = staticmethod(real.fourcc)
+
+        def __new__(cls, path, fourcc, fps, size):
+            if fourcc == real.fourcc(*"mp4v"):
+                return real(path, real.fourcc(*"ZZZZ"), fps, size)
+            return real(path, fourcc, fps, size)
+
+    monkeypatch.setattr(video_mod.cv2, "VideoWriter", NoMp4v)
     monkeypatch.setattr(video_mod, "VIDEO_CODECS", (("mp4v", ".avi"), ("MJPG", ".avi")))
     writer, path = video_mod.open_video_writer(tmp_path / "out", 5.0, (32, 32))
     writer.write(np.zeros((32, 32, 3), np.uint8))
@@ -160,7 +165,7 @@ def test_cli_detect_on_a_video_and_an_image(clip, ckpt, tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code in (0, None)
-    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mp4",
+    assert sorted(p.name for p in out.iterdir()) == [".detseg-run", "clip.jsonl", "clip.mp4",
                                                      "predictions.json", "still.png"]
     assert len((out / "clip.jsonl").read_text().splitlines()) == FRAMES // 4
     assert _frame_count(out / "clip.mp4") == FRAMES // 4

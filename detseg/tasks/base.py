@@ -45,16 +45,21 @@ class InferenceSettings:
         imgsz: inference size in pixels (R-CNN: shorter side; SSD: square side; semantic:
             longer side).
         classes: keep only these model labels.
+        iou: IoU above which non-maximum suppression drops the lower-scored of two boxes of a
+            class (detectors only).
     """
 
     conf: float | None = None
     max_det: int | None = None
     imgsz: int | None = None
     classes: tuple[int, ...] | None = None
+    iou: float | None = None
 
     def __post_init__(self) -> None:
         if self.conf is not None and not 0.0 <= self.conf <= 1.0:
             raise UsageError(f"conf must be within [0, 1], got {self.conf}")
+        if self.iou is not None and not 0.0 <= self.iou <= 1.0:
+            raise UsageError(f"iou must be within [0, 1], got {self.iou}")
         if self.max_det is not None and self.max_det < 1:
             raise UsageError(f"max_det must be >= 1, got {self.max_det}")
         if self.imgsz is not None and not MIN_IMGSZ <= self.imgsz <= MAX_IMGSZ:

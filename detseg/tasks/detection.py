@@ -42,7 +42,7 @@ class DetectionAdapter(TaskAdapter):
 
     # -------------------------------------------------------------- inference
     def configure(self, model: nn.Module, settings: InferenceSettings) -> None:
-        """Score threshold, detection cap and resize of torchvision detectors.
+        """Score threshold, NMS IoU threshold, detection cap and resize of torchvision detectors.
 
         torchvision drops boxes below ``score_thresh`` and keeps ``detections_per_img``; with a
         class filter the cap stays at least as large as it was, so filtered-out classes do not
@@ -56,6 +56,8 @@ class DetectionAdapter(TaskAdapter):
                 continue
             if settings.conf is not None and hasattr(owner, "score_thresh"):
                 owner.score_thresh = settings.conf
+            if settings.iou is not None and hasattr(owner, "nms_thresh"):
+                owner.nms_thresh = settings.iou
             if settings.max_det is not None and hasattr(owner, "detections_per_img"):
                 current = int(owner.detections_per_img)
                 owner.detections_per_img = (settings.max_det if settings.classes is None
