@@ -236,7 +236,8 @@ class RecordDataset(Dataset):
     def to_coco(self) -> dict[str, Any]:
         """COCO ground truth of this dataset: category ids are the source's, image ids match
         the targets' ``image_id``. Segmentations are included where the source has them (and,
-        for task ``instance``, encoded as RLE from instance PNGs)."""
+        for task ``instance``, encoded as RLE from instance PNGs, or the box itself for an object
+        the source gives only a box, as ``instance_masks`` does for training)."""
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         for record in self.records:
@@ -256,6 +257,8 @@ class RecordDataset(Dataset):
                     ann["segmentation"] = inst.segmentation
                 elif ids is not None and inst.mask_value is not None:
                     ann["segmentation"] = encode_rle(ids == inst.mask_value)
+                elif self.task == "instance":  # a box-only object is its box, as in training
+                    ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
                 annotations.append(ann)
         pairs = zip(self.category_ids[1:], self.class_names[1:], strict=True)
         categories = [{"id": cid, "name": name} for cid, name in pairs]
