@@ -108,11 +108,9 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         OutputOptions,
         VideoOptions,
         find_inputs,
-        set_nms_iou,
     )
     from detseg.engine.predictor import Predictor
     from detseg.errors import UsageError
-    from detseg.models import model_info
     from detseg.runs import check_run_name
 
     if iou is not None and command == "segment":
@@ -136,7 +134,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         model = DEFAULT_MODELS[command]
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
-                          imgsz=imgsz, batch_size=batch_size, half=half)
+                          imgsz=imgsz, batch_size=batch_size, half=half, iou=iou,
+                          need_trained=True)
     semantic = predictor.task == "semantic"
     if semantic and command == "detect":
         raise UsageError(f"{predictor.spec.family} is a semantic segmentation model; use "
@@ -144,12 +143,6 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
-    if iou is not None:
-        set_nms_iou(predictor, iou)
-    if info.is_main and weights is None and model is not None \
-            and model_info(model)["kind"] == "family":
-        warn(f"{model} has no --weights: it is randomly initialized and its predictions are "
-             f"meaningless (pass a checkpoint, or a preset for pretrained weights)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and outputs.save_masks and predictor.task == "detect":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +34,6 @@ from detseg.engine.writers import (
 )
 from detseg.errors import ImageReadError, OutputError, UsageError
 from detseg.runs import RunFolderClaim, is_run_folder, new_run_dir, temporary_path
-from detseg.tasks import InferenceSettings
 
 if TYPE_CHECKING:
     from detseg.engine.predictor import Predictor
@@ -89,13 +88,6 @@ def find_inputs(sources: Sequence[str | Path]) -> Inputs:
     inputs.notes += [f"skipped {folder}: output folder of an earlier detseg run ({count} files)"
                      for folder, count in skipped.items()]
     return inputs
-
-
-def set_nms_iou(predictor: Predictor, iou: float) -> None:
-    """Make ``predictor``'s model drop boxes overlapping a higher-scored one of their class by
-    more than ``iou`` (non-maximum suppression), through its task adapter."""
-    predictor.adapter.configure(predictor.model, InferenceSettings(iou=iou))
-    predictor.settings = replace(predictor.settings, iou=iou)
 
 
 @dataclass(frozen=True)

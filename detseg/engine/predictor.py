@@ -103,6 +103,8 @@ class Predictor:
         half: autocast in float16 on CUDA (ignored on CPU; see ``half_active``).
         workers: image-decoding threads (default: half the CPU cores, 1 to 4; decoding is cheap
             next to the model, and spare cores keep torch's own threads running).
+        iou: NMS IoU threshold of detectors (boxes of one class overlapping a higher-scored one
+            by more are dropped); ``None`` keeps the model's own.
         need_trained: refuse a family name without weights (``detseg.models.loading``) instead
             of running it randomly initialised.
     """
@@ -112,7 +114,7 @@ class Predictor:
                  conf: float | None = None, classes: Iterable[str | int] | None = None,
                  max_det: int = 100, imgsz: int | None = None, batch_size: int = 1,
                  half: bool = False, workers: int | None = None,
-                 need_trained: bool = False) -> None:
+                 need_trained: bool = False, iou: float | None = None) -> None:
         from detseg.tasks import InferenceSettings, task_adapter
 
         if batch_size < 1:
@@ -125,8 +127,9 @@ class Predictor:
         self.adapter = task_adapter(self.spec)
         self.settings = InferenceSettings(
             conf=conf if conf is not None else self.adapter.default_conf, max_det=max_det,
-            imgsz=imgsz, classes=(tuple(c) if (c := resolve_classes(classes, self.names))
-                                  is not None else None))
+            imgsz=imgsz, iou=iou,
+            classes=(tuple(c) if (c := resolve_classes(classes, self.names)) is not None
+                     else None))
         self.batch_size = batch_size
         self.half_active = bool(half) and self.device.type == "cuda"
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
