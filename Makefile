@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The README's test command and CI's: lint (ruff, mypy), then the suite.
+test: lint
 	$(PY) -m pytest -q
 
 # ruff, then mypy over detseg/ and cli/ ([tool.mypy] in pyproject.toml).
