@@ -48,8 +48,10 @@ class Prediction:
         masks = None if self.masks is None else (
             np.stack([resize(m.astype(np.uint8)) for m in self.masks]).astype(bool)
             if len(self.masks) else np.zeros((0, *size), bool))
-        semantic = None if self.semantic is None else resize(
-            self.semantic.astype(np.int32)).astype(np.int64)
+        semantic = None
+        if self.semantic is not None:  # resized as uint8 where it fits (255 = ignore stays)
+            narrow = np.uint8 if int(self.semantic.max(initial=0)) <= 255 else np.int32
+            semantic = resize(self.semantic.astype(narrow)).astype(np.int64)
         return Prediction(size=size, boxes=boxes, labels=self.labels, scores=self.scores,
                           masks=masks, semantic=semantic)
 

@@ -165,18 +165,26 @@ def draw_semantic(image_rgb: np.ndarray, mask: Any, names: Sequence[str], alpha:
                   legend: bool = True) -> np.ndarray:
     """Blend class colours over the image (index 0 = background and 255 = ignore stay
     uncoloured) and, with ``legend``, list the classes present with their colour swatches."""
-    img = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    img = np.ascontiguousarray(image_rgb, dtype=np.uint8)
     height, width = img.shape[:2]
-    classes = _as_numpy(mask).astype(np.int64)
+    classes = _as_numpy(mask)
+    # uint8 class maps (255 = ignore stays 255) keep a huge picture's overlay small in memory
+    small = classes.size == 0 or int(classes.max()) <= 255
+    classes = classes.astype(np.uint8 if small else np.int32, copy=False)
     if classes.shape != (height, width):
-        classes = cv2.resize(classes.astype(np.int32), (width, height),
-                             interpolation=cv2.INTER_NEAREST).astype(np.int64)
-    top = int(classes[classes != 255].max(initial=0))
-    colors = palette(max(len(names), top + 1)).astype(np.float32)
+        classes = cv2.resize(classes if small else classes.astype(np.int32), (width, height),
+                             interpolation=cv2.INTER_NEAREST)
     painted = (classes > 0) & (classes != 255)
-    out = img.astype(np.float32)
-    out[painted] = out[painted] * (1 - alpha) + colors[classes[painted]] * alpha
-    img = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    top = int(classes[painted].max(initial=0))
+    colors = palette(max(len(names), top + 1, 256 if small else 0))
+    colors[0] = 0
+    if small:
+        colors[255] = 0
+    colored = colors.astype(np.uint8)[classes]
+    blended = cv2.addWeighted(img, 1 - alpha, colored, alpha, 0.0)
+    del colored
+    img = np.where(painted[..., None], blended, img)
+    del blended
     if legend:
         present = [int(c) for c in np.unique(classes[painted])]
         _legend(img, present, names, colors.astype(np.uint8))
