@@ -4,24 +4,10 @@ setup error), one line naming the option or file, and no traceback."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
+from cli_runner import detseg_text
 from PIL import Image
-
-from detseg.cli.main import main
-
-
-def detseg(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """Run ``detseg ARGS`` as the console script does: ``(exit code, stdout + stderr)``."""
-    monkeypatch.setattr(sys, "argv", ["detseg", *(str(a) for a in args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    text = out.out + out.err
-    assert "Traceback" not in text, text
-    return int(info.value.code or 0), text
 
 
 @pytest.fixture()
@@ -66,7 +52,7 @@ TRAIN = ["train", "--model", "unet", "--backbone", "tiny", "--dataset", "masks"]
 ])
 def test_train_refuses_numbers_and_choices_out_of_range(monkeypatch, capsys, data, tmp_path,
                                                         extra, named) -> None:
-    code, text = detseg(monkeypatch, capsys, *TRAIN, "--data-root", data,
+    code, text = detseg_text(monkeypatch, capsys, *TRAIN, "--data-root", data,
                         "--out", tmp_path / "run", "--epochs", "1", *extra)
     assert code == 2 and named in text, text
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -90,7 +76,7 @@ def test_train_refuses_numbers_and_choices_out_of_range(monkeypatch, capsys, dat
 ])
 def test_every_command_bounds_its_numbers(monkeypatch, capsys, image, data, args) -> None:
     args = [a.format(image=image, data=data) for a in args]
-    code, text = detseg(monkeypatch, capsys, *args)
+    code, text = detseg_text(monkeypatch, capsys, *args)
     assert code == 2, text
 
 
@@ -113,6 +99,6 @@ def test_unknown_names_and_untrained_models_are_setup_errors(monkeypatch, capsys
     monkeypatch.setenv("DETSEG_HOME", str(tmp_path / "home"))  # an empty weights cache
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     args = [a.format(image=image, data=data, missing=tmp_path / "nope.pt") for a in args]
-    code, text = detseg(monkeypatch, capsys, *args)
+    code, text = detseg_text(monkeypatch, capsys, *args)
     assert code == 2 and named in text, text
     assert len([line for line in text.splitlines() if line.startswith("error:")]) == 1, text

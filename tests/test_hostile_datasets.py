@@ -6,29 +6,18 @@ traceback, and what was still read or written."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import numpy as np
 import pytest
+from cli_runner import detseg
 from PIL import Image
 
 from detseg.cli.console import console
-from detseg.cli.main import main
 from detseg.data import build_dataset
 from detseg.data.io import expand_sources
 from detseg.data.masks import encode_rle
 from detseg.errors import DatasetError
-
-
-def detseg(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run ``detseg ARGS`` as the console script does: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr(sys, "argv", ["detseg", *(str(a) for a in args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return int(info.value.code or 0), out.out, out.err
 
 
 def _rgb(path, width, height, seed=0) -> None:

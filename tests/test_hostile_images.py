@@ -6,23 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
+from cli_runner import detseg_text
 from PIL import Image
-
-from detseg.cli.main import main
-
-
-def detseg(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["detseg", *(str(a) for a in args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    text = out.out + out.err
-    assert "Traceback" not in text, text
-    return int(info.value.code or 0), text
 
 
 def _image(path, height=43, width=61) -> None:
@@ -46,8 +34,8 @@ def test_unreadable_images_are_named_and_the_rest_still_runs(monkeypatch, capsys
     good = (folder / "good2.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(good[: len(good) // 3])
     out = tmp_path / "out"
-    code, text = detseg(monkeypatch, capsys, "detect", folder, "--weights", "shapes-faster_rcnn",
-                        "--out", out)
+    code, text = detseg_text(monkeypatch, capsys, "detect", folder, "--weights",
+                             "shapes-faster_rcnn", "--out", out)
     assert code == 1, text
     for name in ("empty.jpg", "text.png"):
         assert sum(name in line for line in text.splitlines()) >= 1, text
@@ -65,7 +53,7 @@ def test_names_that_look_like_markup_are_printed_literally(monkeypatch, capsys, 
     _image(folder / "[bold]c.png")
     (folder / "[red]broken.png").write_text("nope")
     out = tmp_path / "out"
-    code, text = detseg(monkeypatch, capsys, command, folder, "--weights", weights,
+    code, text = detseg_text(monkeypatch, capsys, command, folder, "--weights", weights,
                         "--out", out)
     assert code == 1, text  # the broken one
     assert "[red]broken.png" in text, text
@@ -82,7 +70,7 @@ def test_symlink_loops_do_not_hang_and_each_image_runs_once(monkeypatch, capsys,
     os.symlink(".", folder / "self")
     os.symlink("..", folder / "sub" / "back")
     out = tmp_path / "out"
-    code, text = detseg(monkeypatch, capsys, "detect", folder, "--weights",
+    code, text = detseg_text(monkeypatch, capsys, "detect", folder, "--weights",
                         "shapes-faster_rcnn", "--out", out, "--conf", "0.0")
     assert code == 0, text
     names = [entry["file_name"] for entry in _written(out)]

@@ -17,24 +17,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_runner import detseg
 from pycocotools import mask as mask_utils
 
-from detseg.cli.main import main
 from detseg.models import build_from_spec, make_spec
 from detseg.runs import RUN_MARKER
 from detseg.weights import save_checkpoint
 
 SIZE = (56, 40)  # width, height
 
-
-def detseg(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run ``detseg ARGS`` as the console script does: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr(sys, "argv", ["detseg", *(str(a) for a in args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return int(info.value.code or 0), out.out, out.err
 
 
 def _clip(path: Path, frames: int) -> Path:

@@ -9,28 +9,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_runner import detseg
 from PIL import Image
 
-from detseg.cli.main import main
 from detseg.models import build_from_spec, make_spec
 from detseg.runs import RUN_MARKER, RunFolderClaim, remove_stale_temporaries
 from detseg.weights import save_checkpoint
-
-
-def detseg(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run ``detseg ARGS`` as the console script does: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr(sys, "argv", ["detseg", *(str(a) for a in args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return int(info.value.code or 0), out.out, out.err
 
 
 def _lines(stderr: str) -> list[str]:
