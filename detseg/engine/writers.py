@@ -105,25 +105,25 @@ def write_file(path: str | Path, data: bytes) -> None:
 class CocoResultsWriter:
     """Streams a COCO results list (``[{image_id, category_id, bbox, score, ...}, ...]``).
 
-    The array is written under a temporary name and renamed to ``path`` by ``close``. After every
-    ``write`` the file holds a complete JSON array, so a write that fails (a full disk) keeps the
-    entries written before it: it raises ``OutputError``, and ``close`` still publishes the rest.
+    The array is written in place: after every ``write`` the file holds a complete JSON array
+    (the closing bracket is rewritten after each entry), so a run that is killed, even with
+    SIGKILL, leaves ``path`` readable with the entries written so far, and a write that fails (a
+    full disk) keeps them too: it raises ``OutputError`` after closing the array again.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._temporary = temporary_path(self.path)
         self.count = 0
         self._end = 1  # byte offset just after the last entry (the "[" to begin with)
         try:
-            self._file = open(self._temporary, "w+b", buffering=0)  # noqa: SIM115 - see close
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - see close
         except OSError as err:
             raise _cannot_write(self.path, err) from err
         try:
             _write_all(self._file, b"[\n]\n")
         except OSError as err:
             self._file.close()
-            self._temporary.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
             raise _cannot_write(self.path, err) from err
 
     def write(self, entries: Sequence[dict[str, Any]]) -> None:
@@ -150,13 +150,9 @@ class CocoResultsWriter:
             self._file.truncate(self._end + 3)
 
     def close(self) -> Path:
-        """Move the finished array into place; safe to call twice."""
+        """Close the file; safe to call twice."""
         if not self._file.closed:
             self._file.close()
-            try:
-                os.replace(self._temporary, self.path)
-            except OSError as err:
-                raise _cannot_write(self.path, err) from err
         return self.path
 
 
