@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from detseg.data.masks import encode_rle
+from detseg.eval.coco_results import coco_entries
+from detseg.prediction import Prediction
 from detseg.spec import ModelSpec
 
 IGNORE_INDEX = 255
@@ -36,15 +39,6 @@ class StageTimes:
 
     def as_dict(self) -> dict[str, float]:
         return {s: round(getattr(self, s), 3) for s in STAGES}
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a H x W boolean mask, with ``counts`` as a JSON-ready string."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 @dataclass(eq=False)
@@ -119,20 +113,13 @@ class Result:
                 if k == IGNORE_INDEX:
                     continue
                 out.append({"image_id": image_id, "category_id": self.spec.category_id(int(k)),
-                            "segmentation": _rle(self.semantic == k), "score": 1.0, **extra})
+                            "segmentation": encode_rle(self.semantic == k), "score": 1.0, **extra})
             return out
-        for i in range(len(self)):
-            x1, y1, x2, y2 = (float(v) for v in self.boxes[i])
-            entry: dict[str, Any] = {
-                "image_id": image_id,
-                "category_id": self.spec.category_id(int(self.labels[i])),
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(float(self.scores[i]), 5),
-            }
-            if self.masks is not None:
-                entry["segmentation"] = _rle(self.masks[i])
-            entry.update(extra)
-            out.append(entry)
+        prediction = Prediction(size=(int(self.image.shape[0]), int(self.image.shape[1])),
+                                boxes=self.boxes, labels=self.labels, scores=self.scores,
+                                masks=self.masks)
+        category_ids = [self.spec.category_id(k) for k in range(self.spec.num_classes)]
+        out = [{**entry, **extra} for entry in coco_entries(prediction, image_id, category_ids)]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +142,7 @@ class Result:
                 "label": label, "name": names[label], "score": round(float(self.scores[i]), 5),
                 "box_xyxy": [round(float(v), 2) for v in self.boxes[i]]}
             if self.masks is not None:
-                detection["mask"] = _rle(self.masks[i])
+                detection["mask"] = encode_rle(self.masks[i])
             detections.append(detection)
         return {"detections": detections}
 

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_utils
 
 from detseg.errors import UsageError
 from detseg.eval.coco_map import (
@@ -22,6 +21,7 @@ from detseg.eval.coco_map import (
     evaluate_with_pycocotools,
     metrics_json,
 )
+from detseg.eval.coco_results import coco_entries
 from detseg.eval.metrics_files import (
     Table,
     detection_tables,
@@ -54,33 +54,6 @@ def category_map(spec: ModelSpec, dataset: Any) -> list[int]:
     if len(ds_ids) == spec.num_classes:
         return ds_ids
     return list(range(spec.num_classes))
-
-
-def coco_entries(prediction: Prediction, image_id: int, cat_map: list[int],
-                 gt_size: tuple[int, int] | None = None, with_masks: bool = False) -> list[dict]:
-    """COCO results of one image (``bbox`` xywh, RLE ``segmentation``), rescaled to ``gt_size``
-    (h, w) when the ground truth records another size than the image had."""
-    gt_size = gt_size or prediction.size
-    sy, sx = gt_size[0] / prediction.size[0], gt_size[1] / prediction.size[1]
-    boxes = prediction.boxes.astype(np.float64) * np.array([sx, sy, sx, sy])
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(3)
-    rles: list[Any] = [None] * len(prediction.labels)
-    if with_masks and prediction.masks is not None and len(prediction.labels):
-        masks = prediction.masks
-        if masks.shape[-2:] != tuple(gt_size):
-            resized = F.interpolate(torch.from_numpy(masks[:, None].astype(np.float32)),
-                                    size=gt_size, mode="nearest")
-            masks = resized[:, 0].numpy() > 0.5
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    entries = []
-    for j, label in enumerate(prediction.labels.tolist()):
-        entry = {"image_id": image_id, "category_id": int(cat_map[label]),
-                 "bbox": xywh[j].tolist(), "score": round(float(prediction.scores[j]), 5)}
-        if rles[j] is not None:
-            entry["segmentation"] = {"size": rles[j]["size"],
-                                     "counts": rles[j]["counts"].decode("ascii")}
-        entries.append(entry)
-    return entries
 
 
 class CocoScorer(Scorer):
