@@ -100,8 +100,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
          vid_stride: int, start: float | None, end: float | None, quiet: bool) -> None:
     # Our own one-line messages say what is wrong with a video; FFmpeg's log would come first.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import torch
-
+    from detseg.engine.device import select_device
     from detseg.engine.distributed import dist_info_from_env
     from detseg.engine.inference_run import (
         InferenceRun,
@@ -122,8 +121,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
                             hide_labels=hide_labels, hide_conf=hide_conf)
     video = VideoOptions(stride=vid_stride, start=start, end=end)
     info = dist_info_from_env()
-    if info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
-        device = f"cuda:{info.local_rank}"
+    if info.enabled:  # this rank's own GPU where there are GPUs
+        device = str(select_device(device, info.local_rank))
     inputs = find_inputs(sources)
     if info.is_main:
         for message in inputs.failures + inputs.notes:

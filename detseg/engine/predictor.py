@@ -137,7 +137,7 @@ class Predictor:
         self.model.eval().to(self.device)
         if on_cpu:
             speed_up_for_cpu(self.model)
-        elif self.task == "semantic":
+        elif self.adapter.channels_last_on_cuda:
             self.model.to(memory_format=torch.channels_last)
         self.adapter.configure(self.model, self.settings)
 
@@ -319,7 +319,7 @@ class Predictor:
             inputs = [self._shrunk(it.image) for it in items]
             prepared = self.adapter.prepare([self._to_tensor(im) for im in inputs],
                                             self.settings.imgsz)
-            if self.device.type == "cuda" and self.task == "semantic":
+            if self.device.type == "cuda" and self.adapter.channels_last_on_cuda:
                 prepared.inputs = prepared.inputs.contiguous(memory_format=torch.channels_last)
             self._sync()
             t1 = time.perf_counter()

@@ -57,7 +57,7 @@ from detseg.engine.validation import flat_metrics, validation_losses, validation
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
 from detseg.models.loading import model_task
 from detseg.spec import model_spec
-from detseg.tasks import float_image, task_adapter, total_loss
+from detseg.tasks import TASK_ADAPTERS, float_image, task_adapter, total_loss
 
 __all__ = ["TrainCallback", "TrainConfig", "TrainResult", "Trainer"]
 
@@ -107,8 +107,8 @@ class Trainer:
 
         cfg = self.config
         self.task = model_task(cfg.model, cfg.weights)
-        if cfg.crop and self.task != "semantic":
-            raise UsageError("--crop only applies to semantic models (unet, segnet, ...)")
+        if cfg.crop and not TASK_ADAPTERS.get(self.task).builder.pixel_targets:
+            raise UsageError("crop only applies to models with per-pixel targets (semantic)")
         # The training transforms need the model's input size: set in _build_model. The
         # validation images stay as they are; the task adapter resizes them, as in `eval`.
         self.train_set = build_dataset(cfg.dataset, cfg.data_root, split=cfg.train_split,
@@ -164,7 +164,7 @@ class Trainer:
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.task != "semantic",
+                find_unused_parameters=not self.adapter.all_parameters_used,
             )
 
     def _set_train_transforms(self) -> None:

@@ -166,3 +166,10 @@ class TaskAdapter(ABC):
 
     #: whether one export call takes a batch of N images (False: one image per call)
     export_batches: bool = True
+    #: targets are per-pixel class maps (so random-crop training applies)
+    pixel_targets: bool = False
+    #: every parameter takes part in every training step (DDP then skips the unused-parameter
+    #: search; torchvision detectors leave some unused)
+    all_parameters_used: bool = False
+    #: channels-last memory format pays off on CUDA (dense convolutional outputs)
+    channels_last_on_cuda: bool = False

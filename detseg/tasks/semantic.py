@@ -77,6 +77,9 @@ class SemanticAdapter(TaskAdapter):
     name = "semantic"
     fitness_key = "mIoU"
     default_conf = 0.0
+    pixel_targets = True
+    all_parameters_used = True
+    channels_last_on_cuda = True
 
     def _normalize(self, images: Tensor) -> Tensor:
         mean = torch.tensor(self.spec.mean, device=images.device).view(-1, 3, 1, 1)
