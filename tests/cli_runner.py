@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from detseg.cli.main import main
 
@@ -28,3 +30,16 @@ def detseg_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     """``detseg`` with stdout and stderr together: ``(exit code, text)``."""
     code, out, err = detseg(monkeypatch, capsys, *args)
     return code, out + err
+
+
+def random_checkpoint(path: Path, family: str, input_size: int = 64) -> str:
+    """A seeded, randomly initialised ``family`` over ``tiny`` with classes ``a`` and ``b``,
+    saved as a detseg checkpoint at ``path`` (for tests of plumbing, not of accuracy)."""
+    from detseg.models import build_from_spec, make_spec
+    from detseg.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    spec = make_spec(family, "tiny", class_names=["__background__", "a", "b"],
+                     input_size=input_size)
+    save_checkpoint(path, build_from_spec(spec).state_dict(), spec)
+    return str(path)

@@ -16,13 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from cli_runner import detseg
+from cli_runner import detseg, random_checkpoint
 from pycocotools import mask as mask_utils
 
-from detseg.models import build_from_spec, make_spec
 from detseg.runs import RUN_MARKER
-from detseg.weights import save_checkpoint
 
 SIZE = (56, 40)  # width, height
 
@@ -48,12 +45,7 @@ def _frame_count(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def mask_ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    spec = make_spec("mask_rcnn", "tiny", class_names=["__background__", "a", "b"],
-                     input_size=64)
-    path = tmp_path_factory.mktemp("ckpt") / "mask.pt"
-    save_checkpoint(path, build_from_spec(spec).state_dict(), spec)
-    return str(path)
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "mask.pt", "mask_rcnn")
 
 
 def _detect(monkeypatch, capsys, ckpt, *args) -> tuple[int, str, str]:

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from cli_runner import detseg
+from cli_runner import detseg, random_checkpoint
 from PIL import Image
 
-from detseg.models import build_from_spec, make_spec
 from detseg.runs import RUN_MARKER, RunFolderClaim, remove_stale_temporaries
-from detseg.weights import save_checkpoint
 
 
 def _lines(stderr: str) -> list[str]:
@@ -34,12 +31,7 @@ def _picture(path: Path, width: int, height: int, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    spec = make_spec("faster_rcnn", "tiny", class_names=["__background__", "a", "b"],
-                     input_size=64)
-    path = tmp_path_factory.mktemp("ckpt") / "det.pt"
-    save_checkpoint(path, build_from_spec(spec).state_dict(), spec)
-    return str(path)
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "det.pt", "faster_rcnn")
 
 
 @pytest.fixture()

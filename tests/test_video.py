@@ -10,14 +10,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
+from cli_runner import random_checkpoint
 
 from detseg.engine import video as video_mod
 from detseg.engine.predictor import Predictor
 from detseg.engine.video import VideoFrames, VideoRun
 from detseg.errors import VideoReadError
-from detseg.models import build_from_spec, make_spec
-from detseg.weights import save_checkpoint
 
 FPS = 8
 SIZE = (64, 48)  # width, height
@@ -37,12 +35,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    spec = make_spec("faster_rcnn", "tiny", class_names=["__background__", "a", "b"],
-                     input_size=64)
-    path = tmp_path_factory.mktemp("ckpt") / "det.pt"
-    save_checkpoint(path, build_from_spec(spec).state_dict(), spec)
-    return str(path)
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "det.pt", "faster_rcnn")
 
 
 def _frame_count(path) -> int:
