@@ -1,5 +1,6 @@
-"""One weights policy in every command: a preset name alone means its DEFAULT weights, and
-offline every command says the same thing (download or import them) and exits 2."""
+"""One weights policy in every command: a preset name alone means its DEFAULT weights (train
+fine-tunes from them), and offline every command says the same thing (download or import
+them) and exits 2."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conformance import write_mask_folder
 from PIL import Image
 
 from detseg.cli.main import main
@@ -35,13 +37,17 @@ def offline(monkeypatch, tmp_path):
     ["summary", "--model", SEGMENTER],
     ["export", "--model", SEGMENTER],
     ["explain", "{image}", "--model", SEGMENTER, "--method", "activations"],
+    ["train", "--model", SEGMENTER, "--dataset", "masks", "--data-root", "{masks}",
+     "--epochs", "1", "--out", "{run}"],
 ])
 def test_a_preset_alone_asks_for_its_default_weights(monkeypatch, capsys, offline, tmp_path,
                                                      args) -> None:
     ann = tmp_path / "gt.json"
     ann.write_text('{"images": [{"id": 1, "file_name": "img.png", "width": 60, "height": 40}],'
                    ' "annotations": [], "categories": [{"id": 1, "name": "person"}]}')
-    argv = [a.format(image=offline, ann=ann, folder=offline.parent) for a in args]
+    masks = write_mask_folder(tmp_path / "masks")
+    argv = [a.format(image=offline, ann=ann, folder=offline.parent, masks=masks,
+                     run=tmp_path / "run") for a in args]
     monkeypatch.setattr(sys, "argv", ["detseg", *argv])
     with pytest.raises(SystemExit) as info:
         main()

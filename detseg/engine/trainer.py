@@ -55,7 +55,7 @@ from detseg.engine.transfer import (
 )
 from detseg.engine.validation import flat_metrics, validation_losses, validation_scorer
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
-from detseg.models.loading import model_task
+from detseg.models.loading import model_task, training_weights
 from detseg.spec import model_spec
 from detseg.tasks import TASK_ADAPTERS, float_image, task_adapter, total_loss
 
@@ -132,6 +132,7 @@ class Trainer:
         options = dict(cfg.model_options)
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
+        self.start_weights = training_weights(cfg.model, cfg.weights)
         if cfg.model is None:
             seed_everything(cfg.seed)
             model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
@@ -142,8 +143,8 @@ class Trainer:
             # Seeded after the spec: looking up backbone facts may draw random numbers once.
             seed_everything(cfg.seed)
             model = build_from_spec(spec, pretrained_backbone=cfg.pretrained_backbone)
-            if cfg.weights:
-                for note in load_transfer_weights(model, cfg.weights, preset=cfg.model):
+            if self.start_weights:
+                for note in load_transfer_weights(model, self.start_weights, preset=cfg.model):
                     self._message(note)
         if cfg.roi_samples:
             sampler = getattr(getattr(model, "roi_heads", None), "fg_bg_sampler", None)
@@ -172,8 +173,7 @@ class Trainer:
         input size first (so objects keep the scale evaluation gives them)."""
         from detseg.data.transforms import build_transforms
 
-        cfg = self.config
-        imgsz = cfg.imgsz or self.spec.input_size
+        cfg, imgsz = self.config, self.config.imgsz or self.spec.input_size
         self.train_set.transforms = build_transforms(cfg.augment, train=True, task=self.task,
                                                      imgsz=imgsz, crop=cfg.crop)
         # Validation losses see images as training does (metrics use the originals).
@@ -183,7 +183,7 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.config
-        transfer = bool(cfg.weights or cfg.pretrained_backbone)
+        transfer = bool(self.start_weights or cfg.pretrained_backbone)
         scale = cfg.backbone_lr_scale
         if scale is None:
             scale = 0.1 if transfer else 1.0

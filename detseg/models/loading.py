@@ -49,3 +49,13 @@ def model_task(model: str | None, weights: str | None) -> str:
     if spec is None:
         raise UsageError(f"weights {weights}: not a detseg checkpoint; name the model too")
     return spec.task
+
+
+def training_weights(model: str | None, weights: str | None) -> str | None:
+    """The weights a training run starts from, by the same policy: a preset alone fine-tunes
+    its DEFAULT weights, ``"none"`` (any case) starts from random initialisation."""
+    if weights is not None and weights.lower() == "none":
+        return None
+    if weights is None and model is not None and model_info(model)["kind"] == "preset":
+        return "DEFAULT"
+    return weights
