@@ -43,3 +43,15 @@ def random_checkpoint(path: Path, family: str, input_size: int = 64) -> str:
                      input_size=input_size)
     save_checkpoint(path, build_from_spec(spec).state_dict(), spec)
     return str(path)
+
+
+def frame_count(path: Path | str) -> int:
+    """Frames a video file really holds (grabbed one by one, not the header's count)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.grab():
+        count += 1
+    cap.release()
+    return count

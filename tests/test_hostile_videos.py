@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from cli_runner import detseg, random_checkpoint
+from cli_runner import detseg, frame_count, random_checkpoint
 from pycocotools import mask as mask_utils
 
 from detseg.runs import RUN_MARKER
@@ -33,14 +33,6 @@ def _clip(path: Path, frames: int) -> Path:
     writer.release()
     return path
 
-
-def _frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    count = 0
-    while cap.grab():
-        count += 1
-    cap.release()
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +66,7 @@ def test_empty_cut_and_fake_videos_are_one_line_each(mask_ckpt, tmp_path) -> Non
         assert sum(name in line and "cannot open video" in line for line in lines) == 1, lines
     assert "moov atom" not in done.stderr, "FFmpeg's own log reached the terminal"
     assert "3 input(s) failed" in done.stderr and len(lines) == 4, lines
-    assert _frame_count(out / "good.mp4") == 6
+    assert frame_count(out / "good.mp4") == 6
     assert len((out / "good.jsonl").read_text().splitlines()) == 6
 
 

@@ -10,7 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from cli_runner import random_checkpoint
+from cli_runner import frame_count, random_checkpoint
 
 from detseg.engine import video as video_mod
 from detseg.engine.predictor import Predictor
@@ -38,14 +38,6 @@ def ckpt(tmp_path_factory) -> str:
     return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "det.pt", "faster_rcnn")
 
 
-def _frame_count(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    count = 0
-    while cap.grab():
-        count += 1
-    cap.release()
-    return count
-
 
 def test_stride_and_time_range_select_frames(clip) -> None:
     frames = VideoFrames(clip, stride=3, start=0.5, end=2.0)
@@ -72,7 +64,7 @@ def test_video_run_writes_a_jsonl_line_per_frame_and_a_playable_video(clip, ckpt
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 2)
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == SIZE
     cap.release()
-    assert _frame_count(report.video) == 8
+    assert frame_count(report.video) == 8
 
 
 def test_ctrl_c_finalizes_what_was_written(clip, ckpt, tmp_path) -> None:
@@ -87,7 +79,7 @@ def test_ctrl_c_finalizes_what_was_written(clip, ckpt, tmp_path) -> None:
         job.run(on_progress=interrupt)
     assert job.report.interrupted and job.report.frames == 3
     assert len(job.report.jsonl.read_text().splitlines()) == 3
-    assert _frame_count(job.report.video) == 3, "the container was closed, so it plays"
+    assert frame_count(job.report.video) == 3, "the container was closed, so it plays"
 
 
 class _FlakyCapture:
@@ -143,7 +135,7 @@ def test_writer_falls_back_to_the_next_codec(tmp_path, monkeypatch) -> None:
     writer, path = video_mod.open_video_writer(tmp_path / "out", 5.0, (32, 32))
     writer.write(np.zeros((32, 32, 3), np.uint8))
     writer.release()
-    assert path.name == "out.avi" and _frame_count(path) == 1
+    assert path.name == "out.avi" and frame_count(path) == 1
 
 
 def test_cli_detect_on_a_video_and_an_image(clip, ckpt, tmp_path, monkeypatch, capsys) -> None:
@@ -161,7 +153,7 @@ def test_cli_detect_on_a_video_and_an_image(clip, ckpt, tmp_path, monkeypatch, c
     assert sorted(p.name for p in out.iterdir()) == [".detseg-run", "clip.jsonl", "clip.mp4",
                                                      "predictions.json", "still.png"]
     assert len((out / "clip.jsonl").read_text().splitlines()) == FRAMES // 4
-    assert _frame_count(out / "clip.mp4") == FRAMES // 4
+    assert frame_count(out / "clip.mp4") == FRAMES // 4
     entries = json.loads((out / "predictions.json").read_text())
     assert {e["file_name"] for e in entries} == {"still.png"}
     shown = capsys.readouterr().out
