@@ -24,10 +24,11 @@ SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weigh
 
 .PHONY: install test demo lint bench weights clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/oracles.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r tests/oracles.txt
 	touch $(STAMP)
 
 install: $(STAMP)
