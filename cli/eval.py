@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from .console import console, fail, print_table, warn
+from .eval_report import check_images_folder, observer, report_from_files, report_from_model
 
 DATA_ENV = "DETSEG_DATA"
 
@@ -84,6 +85,10 @@ def eval_command(
         False, "--download", help="COCO: fetch val2017 images and annotations first (resumable; "
         "$DETSEG_COCO_URL_BASE overrides the server)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PR curves / heatmap."),
+    report: bool = typer.Option(
+        False, "--report", help="Also write report.html (one offline page: per-class table, "
+        "PR curves, confusion matrix, TIDE errors, picture galleries) and errors.json; with "
+        "--predictions, --images adds the pictures."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="No tables, summary or progress bar; warnings and errors "
@@ -107,11 +112,15 @@ def eval_command(
         if ann is None:
             fail("--predictions needs --ann (the COCO ground-truth JSON)")
         for flag, value in (("--dataset", dataset), ("--images", images), ("--model", model),
-                            ("--backbone", backbone),
+                            ("--backbone", backbone), ("--images", None if report else images),
                             ("--weights", weights), ("--download", download or None)):
             if value is not None:
                 fail(f"--predictions scores a results file: {flag} does not apply")
-        _score_file(ann, predictions, iou_type or "bbox", backend, out, plots, as_json)
+        problem = check_images_folder(images)
+        if problem:
+            fail(problem)
+        _score_file(ann, predictions, iou_type or "bbox", backend, out, plots, as_json, report,
+                    images)
         return
     root = _data_root(dataset, data_root, ann, images)
     if download:
@@ -125,7 +134,7 @@ def eval_command(
     options = {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
                "mask_suffix": mask_suffix}
     _evaluate(dataset or "coco", root, ann, options, split, model, backbone, weights, iou_type,
-              backend, max_images, batch_size, device, out, plots, as_json)
+              backend, max_images, batch_size, device, out, plots, as_json, report)
 
 
 def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
@@ -158,7 +167,8 @@ def _out_dir(out: Path | None) -> Path:
 
 
 def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: Path | None,
-                plots: bool, as_json: bool) -> None:
+                plots: bool, as_json: bool, report: bool = False,
+                images: Path | None = None) -> None:
     from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
     from detseg.eval.metrics_files import detection_tables, write_detection_files
 
@@ -172,6 +182,10 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     metrics = metrics_json(evals)
     out_dir = _out_dir(out)
     written = write_detection_files(metrics, evals, out_dir, plots)
+    pictures_failed = False
+    if report:
+        extra, pictures_failed = report_from_files(ann, predictions, images, evals, out_dir)
+        written += extra
     if as_json:
         from .console import print_json
 
@@ -181,14 +195,15 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
             print_table(title, columns, rows)
         console.print(f"wrote {', '.join(p.name for p in written)} to {out_dir}",
                       highlight=False)
-    if evaluation.warnings:
+    if evaluation.warnings or pictures_failed:
         raise typer.Exit(1)
 
 
 def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any], split: str,
               model_name: str | None, backbone: str | None, weights: str | None,
               iou_type: str | None, backend: str, max_images: int | None, batch_size: int,
-              device: str, out: Path | None, plots: bool, as_json: bool) -> None:
+              device: str, out: Path | None, plots: bool, as_json: bool,
+              report: bool = False) -> None:
     from detseg.data import build_dataset
     from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model
@@ -211,11 +226,17 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     total = len(data) if max_images is None else min(max_images, len(data))
     run = _ProgressRun(total) if not console.quiet else contextlib.nullcontext(None)
     out_dir = _out_dir(out)
+    watcher = observer(report, spec.num_classes)
     with run as progress:
         result = evaluate_model(model, data, batch_size=batch_size, device=torch_device,
                                 max_images=max_images, progress=progress,
                                 iou_types=(iou_type,) if iou_type else None, backend=backend,
-                                out_dir=out_dir, plots=plots)
+                                out_dir=out_dir, plots=plots, observer=watcher)
+    pictures_failed = False
+    if report:
+        extra, pictures_failed = report_from_model(
+            result, watcher, data, out_dir, [f"model {weights or model_name}", f"data {root}"])
+        result["written"] = [*result["written"], *extra]
     if result.get("dropped_predictions"):
         warn(f"{result['dropped_predictions']} predictions of categories the dataset does not "
              f"have were left out")
@@ -234,7 +255,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
         console.print(f"{result['num_images']} images, wrote "
                       f"{', '.join(p.name for p in result['written'])} to {out_dir}",
                       highlight=False)
-    if skipped:
+    if skipped or pictures_failed:
         raise typer.Exit(1)
 
 

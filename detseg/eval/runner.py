@@ -18,21 +18,25 @@ import torch
 from torch import nn
 
 from detseg.eval.scorers import BACKENDS, score_detections
-from detseg.prediction import Scorer
+from detseg.prediction import Prediction, Scorer
 from detseg.tasks import InferenceSettings, TaskAdapter, float_image, task_adapter
 
 __all__ = ["BACKENDS", "evaluate_model", "run_scorer", "score_detections"]
 
 Progress = Callable[[int, int], None]
+Observer = Callable[[Prediction, dict], None]
 
 
 def run_scorer(model: nn.Module, dataset: Any, scorer: Scorer, indices: Iterable[int],
                batch_size: int = 8, device: str | torch.device = "cpu",
                progress: Progress | None = None, adapter: TaskAdapter | None = None,
-               settings: InferenceSettings | None = None) -> int:
+               settings: InferenceSettings | None = None,
+               observer: Observer | None = None) -> int:
     """Predict the samples ``indices`` of ``dataset`` and add them to ``scorer``.
 
-    Returns the number of images scored. ``progress(done, total)`` follows every forward pass.
+    Returns the number of images scored. ``progress(done, total)`` follows every forward pass;
+    ``observer(prediction, target)``, when given, sees every image after the scorer (the
+    report's per-image records).
     """
     device = torch.device(device)
     adapter = adapter or task_adapter(model)
@@ -48,6 +52,8 @@ def run_scorer(model: nn.Module, dataset: Any, scorer: Scorer, indices: Iterable
         predictions = adapter.predict(model, [im for im, _ in items], settings)
         for prediction, (_, target) in zip(predictions, items, strict=True):
             scorer.update(prediction, target)
+            if observer is not None:
+                observer(prediction, target)
         done += len(items)
         if progress is not None:
             progress(done, len(indices))
@@ -77,7 +83,8 @@ def evaluate_model(model: nn.Module, dataset: Any, batch_size: int = 8,
                    device: str | torch.device = "cpu", max_images: int | None = None,
                    progress: Progress | None = None, iou_types: tuple[str, ...] | None = None,
                    backend: str = "detseg", imgsz: int | None = None,
-                   out_dir: Path | None = None, plots: bool = True) -> dict[str, Any]:
+                   out_dir: Path | None = None, plots: bool = True,
+                   observer: Observer | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (with a ``.spec``) on the first ``max_images`` images of ``dataset``.
 
     Returns the scorer's ``compute()`` plus ``num_images``:
@@ -87,18 +94,20 @@ def evaluate_model(model: nn.Module, dataset: Any, batch_size: int = 8,
             dataset at each image's original resolution);
         flat numbers: ``bbox_AP``, ... ``segm_AP``, ... or ``pixel_acc``, ``mIoU``, ...;
         ``predictions``: COCO results (detection/instance; empty for semantic);
-        ``details``: ``{"bbox": COCOMetrics, ...}`` or ``{"confusion_matrix", "class_names"}``.
+        ``details``: ``{"bbox": COCOMetrics, ...}`` or ``{"confusion_matrix", "class_names"}``;
+        ``ground_truth``: the COCO ground truth scored (detection/instance; the images run).
     ``iou_types`` defaults to ``bbox`` (+ ``segm`` for instance models); ``imgsz`` overrides the
     model's inference size. With ``out_dir`` the result is also written there (metrics.json,
     per_class.csv, plots, predictions.json): ``written`` lists the files and ``tables`` holds
-    ``(title, columns, rows)`` summaries to show.
+    ``(title, columns, rows)`` summaries to show. ``observer`` is passed to ``run_scorer``.
     """
     adapter = task_adapter(model)
     settings = InferenceSettings(imgsz=imgsz)
     adapter.configure(model, settings)
     scorer = adapter.scorer(dataset, iou_types, backend)
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
-    run_scorer(model, dataset, scorer, range(n), batch_size, device, progress, adapter, settings)
+    run_scorer(model, dataset, scorer, range(n), batch_size, device, progress, adapter, settings,
+               observer)
     out = scorer.compute()
     out["num_images"] = n
     if out_dir is not None:

@@ -102,7 +102,7 @@ class CocoScorer(Scorer):
         warnings = list(dict.fromkeys(w for m in evals.values() for w in m.warnings))
         out: dict[str, Any] = {"metrics": metrics_json(evals), "predictions": self.predictions,
                                "details": evals, "dropped_predictions": self.dropped,
-                               "warnings": warnings}
+                               "warnings": warnings, "ground_truth": gt}
         for iou_type, m in evals.items():
             for key, value in m.stats.items():
                 out[f"{iou_type}_{key}"] = value
