@@ -1,0 +1,173 @@
+"""TIDE error types and their dAP (Bolya et al., "TIDE: A General Toolbox for Identifying
+Object Detection Errors", ECCV 2020), with the numbers of the ``tidecv`` package.
+
+Every unmatched detection (see ``matching``) gets one error, tested in this order, with IoUs
+against the image's (non-crowd) ground truth, ``t_f = 0.5`` and ``t_b = 0.1``:
+- ``Loc``: its best IoU with ground truth of its class is in ``[t_b, t_f]``;
+- ``Cls``: IoU >= ``t_f`` with ground truth of another class;
+- ``Dupe``: IoU >= ``t_f`` with matched ground truth of its class;
+- ``Bkg``: IoU <= ``t_b`` with every ground truth (or the image has none);
+- ``Both``: anything else (wrong class and poorly localised).
+Unmatched ground truth that no ``Cls`` / ``Loc`` error points at is ``Miss``.
+
+dAP of a type is the AP50 after fixing only that type's errors, minus the AP50 (not below 0):
+a ``Cls`` / ``Loc`` error becomes a true positive of its ground truth's / own class when it is
+the highest-scoring such error on an unmatched ground truth, otherwise it is dropped, as are
+fixed ``Dupe``, ``Bkg`` and ``Both`` errors; fixing ``Miss`` removes those ground truths.
+``FalsePos`` gives every true positive score 1 and every false positive 0; ``FalseNeg``
+removes every unmatched ground truth (neither is clipped at 0). AP is TIDE's: per class,
+101-point interpolated precision over recall (COCO's); the mean over classes that have
+ground truth or detections (a class with detections only has AP 0). Score ties are broken
+as ``tidecv`` inserts its data points: processing order, and in a fixed set errors before
+true positives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detseg.eval.analysis.matching import BG_THRESH, POS_THRESH, Matching, segment_best
+from detseg.eval.analysis.scene import Scene
+
+ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+SPECIAL_ERROR_TYPES = ("FalsePos", "FalseNeg")
+CLS, LOC, BOTH, DUPE, BKG, MISS = range(6)
+MATCHED = -1   # a detection or ground truth without error
+_RECALLS = np.arange(101) / 100
+
+
+@dataclass
+class TideErrors:
+    """Each detection's and ground truth's TIDE error (an index into ``ERROR_TYPES``, or
+    ``MATCHED``) and what it points at.
+
+    ``p_target [P]``: the ground-truth row of a ``Cls`` / ``Loc`` / ``Dupe`` error, else the
+    detection's nearest ground truth (-1 where no IoU > 0). ``p_fixes [P]``: the error would
+    become its ground truth's true positive when fixed. ``g_error [G]``: ``MISS``, or for an
+    unmatched ground truth some ``Cls`` / ``Loc`` error points at, that error's type (of the
+    highest-scoring one, ``g_by [G]``), else ``MATCHED``.
+    """
+
+    p_error: np.ndarray
+    p_target: np.ndarray
+    p_iou: np.ndarray     # [P] IoU with ``p_target`` (0 where none)
+    p_fixes: np.ndarray
+    g_error: np.ndarray
+    g_by: np.ndarray
+
+
+def _pair_to_gt(scene: Scene, arg: np.ndarray) -> np.ndarray:
+    return np.where(arg >= 0, scene.pair_g[np.maximum(arg, 0)], -1)
+
+
+def classify(scene: Scene, matching: Matching) -> TideErrors:
+    """TIDE's error of every detection and ground truth (see the module docstring)."""
+    n_p, n_g = len(scene.p_img), len(scene.g_img)
+    matched = matching.matched
+    g_used = np.zeros(n_g, dtype=bool)
+    g_used[matched[matched >= 0]] = True
+    pp, pg, iou = scene.pair_p, scene.pair_g, scene.pair_iou
+    same = scene.p_cat[pp] == scene.g_cat[pg]
+    everywhere = np.ones(len(pp), dtype=bool)
+    a, a_arg = segment_best(pp, iou, same, n_p)
+    b, b_arg = segment_best(pp, iou, ~same, n_p)
+    c, c_arg = segment_best(pp, iou, same & g_used[pg], n_p)
+    d, d_arg = segment_best(pp, iou, everywhere, n_p)
+    error = np.full(n_p, MATCHED, dtype=np.int64)
+    target = _pair_to_gt(scene, d_arg)
+    p_iou = d.copy()
+    open_ = matched < 0
+    for kind, hit, arg, value in ((LOC, (a >= BG_THRESH) & (a <= POS_THRESH), a_arg, a),
+                                  (CLS, b >= POS_THRESH, b_arg, b),
+                                  (DUPE, c >= POS_THRESH, c_arg, c),
+                                  (BKG, d <= BG_THRESH, d_arg, d),
+                                  (BOTH, np.ones(n_p, dtype=bool), d_arg, d)):
+        now = open_ & hit
+        error[now] = kind
+        if kind in (LOC, CLS, DUPE):
+            target[now] = _pair_to_gt(scene, arg[now])
+            p_iou[now] = value[now]
+        open_ &= ~hit
+    # A Cls / Loc error on an unmatched ground truth: the first (highest-scoring) one fixes it.
+    points = np.flatnonzero(((error == CLS) | (error == LOC)) & (target >= 0))
+    points = points[~g_used[target[points]]]
+    gts, first = np.unique(target[points], return_index=True)
+    fixes = np.zeros(n_p, dtype=bool)
+    fixes[points[first]] = True
+    g_error = np.where(g_used, MATCHED, MISS)
+    g_error[gts] = error[points[first]]
+    g_by = np.full(n_g, -1, dtype=np.int64)
+    g_by[gts] = points[first]
+    return TideErrors(error, target, p_iou, fixes, g_error, g_by)
+
+
+def mean_ap(cls: np.ndarray, score: np.ndarray, correct: np.ndarray, tie: np.ndarray,
+            num_gt: np.ndarray) -> float:
+    """TIDE's mean AP (0-100) of data points ``cls, score, correct [N]`` (``tie [N]`` orders
+    equal scores) with ``num_gt [K]`` positives per class; 0 when no class counts."""
+    k_n = len(num_gt)
+    order = np.lexsort((tie, -score, cls))
+    counts = np.bincount(cls, minlength=k_n)
+    correct = correct[order]
+    ends = np.cumsum(counts)
+    aps: list[float] = []
+    for k in np.flatnonzero((counts > 0) | (num_gt > 0)).tolist():
+        if num_gt[k] <= 0 or counts[k] == 0:
+            aps.append(0.0)
+            continue
+        tp = np.cumsum(correct[ends[k] - counts[k]:ends[k]])
+        precision = tp / np.arange(1, len(tp) + 1)
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        at = np.searchsorted(tp / num_gt[k], _RECALLS, side="left")
+        y = np.where(at < len(tp), precision[np.minimum(at, len(tp) - 1)], 0.0)
+        aps.append(sum(y.tolist()) / len(y) * 100)
+    return sum(aps) / len(aps) if aps else 0.0
+
+
+def tide_scores(scene: Scene, matching: Matching, errors: TideErrors
+                ) -> tuple[float, dict[str, float]]:
+    """TIDE's AP50 and its dAP per error type (``ERROR_TYPES`` and ``SPECIAL_ERROR_TYPES``),
+    both in AP points 0-100."""
+    k_n, n_p = scene.num_classes, len(scene.p_img)
+    order = np.arange(n_p)
+    tp = matching.matched >= 0
+    counted = ~matching.ignored
+    num_gt = np.bincount(scene.g_cat, minlength=k_n)
+    base = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted], order[counted],
+                   num_gt)
+    # In a fixed set tidecv lists errors first, then the true positives.
+    section = tp.astype(np.int64) * n_p + order
+    out: dict[str, float] = {}
+    for kind, name in enumerate(ERROR_TYPES):
+        if kind == MISS:
+            gts = num_gt - np.bincount(scene.g_cat[errors.g_error == MISS], minlength=k_n)
+            new = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted],
+                          section[counted], gts)
+        else:
+            fixed = errors.p_error == kind
+            keep = counted & ~fixed
+            gain = fixed & errors.p_fixes
+            cls = scene.p_cat.copy()
+            if kind == CLS:
+                cls[gain] = scene.g_cat[errors.p_target[gain]]
+            rows = keep | gain
+            new = mean_ap(cls[rows], scene.p_score[rows], (tp | gain)[rows], section[rows],
+                          num_gt)
+        out[name] = max(new - base, 0.0)
+    perfect = np.where(tp, 1.0, 0.0)
+    out["FalsePos"] = mean_ap(scene.p_cat[counted], perfect[counted], tp[counted],
+                              section[counted], num_gt) - base
+    unmatched = np.bincount(scene.g_cat[errors.g_error != MATCHED], minlength=k_n)
+    out["FalseNeg"] = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted],
+                              section[counted], num_gt - unmatched) - base
+    return base, out
+
+
+def error_counts(errors: TideErrors) -> dict[str, int]:
+    """How many errors of each type (``ERROR_TYPES``) TIDE finds (``tidecv``'s
+    ``count_errors``: a ground truth a ``Cls`` / ``Loc`` error points at is not a ``Miss``)."""
+    p = np.bincount(errors.p_error[errors.p_error >= 0], minlength=len(ERROR_TYPES))
+    return {name: int(p[k]) if k != MISS else int((errors.g_error == MISS).sum())
+            for k, name in enumerate(ERROR_TYPES)}
