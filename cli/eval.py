@@ -111,7 +111,7 @@ def eval_command(
     if predictions is not None:
         if ann is None:
             fail("--predictions needs --ann (the COCO ground-truth JSON)")
-        for flag, value in (("--dataset", dataset), ("--images", images), ("--model", model),
+        for flag, value in (("--dataset", dataset), ("--model", model),
                             ("--backbone", backbone), ("--images", None if report else images),
                             ("--weights", weights), ("--download", download or None)):
             if value is not None:
