@@ -1,0 +1,286 @@
+"""The trackers (detseg.track): ByteTrack and OC-SORT against roboflow's ``trackers`` package
+(a test oracle only) on the same hand-built detection sequences, their behaviour through
+crossings, occlusions, low scores and classes, degenerate input, and parameter checking.
+
+Sequences are built by hand: objects with a box, a velocity in pixels per frame, a class, a
+score per frame and frames where they are hidden; rows are shuffled in every frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import supervision as sv
+from trackers import ByteTrackTracker, OCSORTTracker
+
+from detseg.errors import RegistryError, UsageError
+from detseg.track import TRACKERS, TrackedObjects, build_tracker
+
+FrameDets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # boxes, scores, classes, truth
+
+
+@dataclass
+class Obj:
+    """A box ``xyxy`` at frame 0 moving by ``vel`` px per frame, present in ``frames``."""
+
+    xyxy: tuple[float, float, float, float]
+    vel: tuple[float, float]
+    cls: int = 0
+    frames: range = range(0, 10_000)
+    hidden: frozenset[int] = frozenset()
+    score: Callable[[int], float] = field(default=lambda t: 0.9)
+
+    def box(self, t: int) -> np.ndarray:
+        dx, dy = self.vel[0] * t, self.vel[1] * t
+        x1, y1, x2, y2 = self.xyxy
+        return np.array([x1 + dx, y1 + dy, x2 + dx, y2 + dy])
+
+
+def scene(objs: list[Obj], n_frames: int, noise: float = 0.0, clutter: int = 0,
+          seed: int = 0) -> list[FrameDets]:
+    """Per frame: boxes (N, 4) float32, scores (N,) float32, classes (N,) int64 and the truth
+    (N,) int64 (object index, -1 for clutter: low-score false positives), rows shuffled."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n_frames):
+        rows = [(o.box(t) + rng.normal(0, noise, 4), o.score(t), o.cls, k)
+                for k, o in enumerate(objs) if t in o.frames and t not in o.hidden]
+        for _ in range(clutter):
+            x, y = rng.uniform(0, 600), rng.uniform(0, 400)
+            w, h = rng.uniform(8, 30, 2)
+            rows.append((np.array([x, y, x + w, y + h]), rng.uniform(0.15, 0.45), 0, -1))
+        order = rng.permutation(len(rows))
+        rows = [rows[i] for i in order]
+        out.append((np.array([r[0] for r in rows], dtype=np.float32).reshape(-1, 4),
+                    np.array([r[1] for r in rows], dtype=np.float32),
+                    np.array([r[2] for r in rows], dtype=np.int64),
+                    np.array([r[3] for r in rows], dtype=np.int64)))
+    return out
+
+
+def run_ours(name: str, frames: list[FrameDets], **params: object) -> list[dict[int, int]]:
+    """Per frame: input row -> track id, from our tracker."""
+    tracker = build_tracker(name, **params)
+    result = []
+    for boxes, scores, classes, _ in frames:
+        out = tracker.update(boxes, scores, classes)
+        result.append(dict(zip(out.det_index.tolist(), out.ids.tolist(), strict=True)))
+    return result
+
+
+def run_oracle(oracle: ByteTrackTracker | OCSORTTracker,
+               frames: list[FrameDets]) -> list[dict[int, int]]:
+    """Per frame: input row -> track id, from roboflow's tracker (rows with id -1 left out)."""
+    result = []
+    for boxes, scores, classes, _ in frames:
+        dets = sv.Detections(xyxy=boxes.reshape(-1, 4), confidence=scores, class_id=classes,
+                             data={"row": np.arange(len(boxes))})
+        out = oracle.update(dets)
+        rows = out.data.get("row", np.empty(0, dtype=int))
+        result.append({int(r): int(i) for r, i in zip(rows, out.tracker_id, strict=True)
+                       if i >= 0})
+    return result
+
+
+def assert_same_partition(ours: list[dict[int, int]], theirs: list[dict[int, int]],
+                          first: int = 0) -> None:
+    """The same rows carry an id in every frame from ``first`` on, and one relabelling of ids
+    maps ours onto theirs in every frame."""
+    fwd: dict[int, int] = {}
+    bwd: dict[int, int] = {}
+    for t in range(first, len(ours)):
+        a, b = ours[t], theirs[t]
+        assert a.keys() == b.keys(), f"frame {t}: ours {a}, oracle {b}"
+        for row, ida in a.items():
+            idb = b[row]
+            assert fwd.setdefault(ida, idb) == idb, f"frame {t}: our id {ida} split"
+            assert bwd.setdefault(idb, ida) == ida, f"frame {t}: oracle id {idb} split"
+
+
+def ids_per_object(result: list[dict[int, int]], frames: list[FrameDets]) -> dict[int, set[int]]:
+    """Object index (-1: clutter) -> the set of track ids its detections received."""
+    seen: dict[int, set[int]] = {}
+    for out, (_, _, _, truth) in zip(result, frames, strict=True):
+        for row, tid in out.items():
+            seen.setdefault(int(truth[row]), set()).add(tid)
+    return seen
+
+
+def one_id_each(result: list[dict[int, int]], frames: list[FrameDets], n_objects: int) -> None:
+    seen = ids_per_object(result, frames)
+    assert -1 not in seen, f"clutter got ids {seen.get(-1)}"
+    assert sorted(seen) == list(range(n_objects)), seen
+    assert all(len(s) == 1 for s in seen.values()), seen
+    assert len(set().union(*seen.values())) == n_objects, seen
+
+
+# Sequences shared by the oracle comparisons (all one class: the oracle ignores classes).
+MOVING = [Obj((11, 21, 48, 77), (3.0, 0.5)), Obj((300, 40, 331, 101), (-2.5, 1.0)),
+          Obj((150, 250, 213, 297), (0.0, -2.0)), Obj((420, 300, 447, 339), (1.5, 0.0))]
+CROSSING = [Obj((20, 100, 60, 180), (5.0, 0.0)), Obj((320, 120, 360, 200), (-5.0, 0.0))]
+OCCLUDED = [Obj((20, 100, 60, 180), (4.0, 0.0), hidden=frozenset(range(20, 25))),
+            Obj((400, 50, 433, 87), (-3.0, 1.0))]
+SEQUENCES = {
+    "moving": scene(MOVING, 40),
+    "noisy": scene(MOVING, 40, noise=1.5, seed=1),
+    "crossing": scene(CROSSING, 60, noise=0.7, seed=2),
+    "occlusion": scene(OCCLUDED, 45, noise=0.5, seed=3),
+    "clutter": scene(MOVING, 40, noise=0.7, clutter=4, seed=4),
+}
+N_OBJECTS = {"moving": 4, "noisy": 4, "crossing": 2, "occlusion": 2, "clutter": 4}
+
+
+@pytest.mark.parametrize("name", list(SEQUENCES))
+def test_bytetrack_partitions_detections_as_the_oracle(name: str) -> None:
+    """Same tracks as roboflow's ByteTrackTracker at both trackers' defaults.
+
+    From frame 2 on: the paper (and our tracker) confirms the tracks of the first frame at
+    once, the oracle only after a second frame. The oracle also uses one IoU threshold (0.1)
+    for every association where the paper's costs are 1 - IoU x score <= 0.8 and 1 - IoU <= 0.5;
+    these sequences never sit between the two.
+    """
+    frames = SEQUENCES[name]
+    ours = run_ours("bytetrack", frames)
+    assert_same_partition(ours, run_oracle(ByteTrackTracker(), frames), first=1)
+    one_id_each(ours, frames, N_OBJECTS[name])
+    assert set(ours[0].values()) == set(range(1, N_OBJECTS[name] + 1))
+
+
+def test_bytetrack_keeps_ids_through_crossing_and_short_occlusion() -> None:
+    frames = scene(CROSSING + [Obj((200, 300, 260, 340), (0.5, -0.3),
+                                   hidden=frozenset(range(10, 16)))], 60, noise=0.8, seed=5)
+    result = run_ours("bytetrack", frames)
+    one_id_each(result, frames, 3)
+    hidden_obj = [t for t, (_, _, _, truth) in enumerate(frames) if 2 in truth]
+    assert all(2 in frames[t][3][list(result[t])] for t in hidden_obj)
+
+
+def test_bytetrack_gives_a_new_id_after_a_long_absence() -> None:
+    """Lost for more than track_buffer frames: a new id; ids are never reused."""
+    objs = [Obj((50, 50, 90, 120), (0.2, 0.0), hidden=frozenset(range(10, 50))),
+            Obj((300, 50, 340, 120), (0.0, 0.2))]
+    frames = scene(objs, 60)
+    seen = ids_per_object(run_ours("bytetrack", frames, track_buffer=30), frames)
+    assert len(seen[0]) == 2 and len(seen[1]) == 1
+    assert seen[1] == {2} and seen[0] == {1, 3}
+    # within the buffer (scaled by the frame rate: 20 frames at 30 fps = 40 at 60 fps)
+    seen = ids_per_object(run_ours("bytetrack", frames, track_buffer=20, frame_rate=60), frames)
+    assert seen[0] == {1}
+
+
+def test_bytetrack_low_score_detections_rescue_a_track() -> None:
+    """BYTE: while its score is low (0.3) the object stays tracked through the second
+    association; with track_low_thresh above that score the track is lost meanwhile."""
+    dim = frozenset(range(15, 25))
+    obj = Obj((40, 60, 90, 140), (3.0, 0.0), score=lambda t: 0.3 if t in dim else 0.9)
+    frames = scene([obj, Obj((400, 200, 440, 260), (-1.0, 0.0))], 40, noise=0.5, seed=6)
+    with_low = run_ours("bytetrack", frames)
+    one_id_each(with_low, frames, 2)
+    assert all(len(with_low[t]) == 2 for t in range(40))
+    without = run_ours("bytetrack", frames, track_low_thresh=0.35)
+    assert [len(without[t]) for t in sorted(dim)] == [1] * len(dim)
+    assert len(without[30]) == 2
+
+
+@pytest.mark.parametrize("name", TRACKERS.names())
+def test_classes_are_never_mixed(name: str) -> None:
+    """Two objects of different classes on the same path swap places mid-way: by default a
+    track only takes detections of its own class; class-agnostic may mix them."""
+    a = Obj((100, 100, 150, 160), (0.0, 0.0), cls=0)
+    b = Obj((100, 100, 150, 160), (0.0, 0.0), cls=3, frames=range(0, 40))
+    frames = scene([a, b], 40, noise=0.3, seed=7)
+    tracker = build_tracker(name)
+    classes_of: dict[int, set[int]] = {}
+    for boxes, scores, classes, _ in frames:
+        out = tracker.update(boxes, scores, classes)
+        assert np.array_equal(out.classes, classes[out.det_index])
+        for tid, c in zip(out.ids.tolist(), out.classes.tolist(), strict=True):
+            classes_of.setdefault(tid, set()).add(c)
+    assert len(classes_of) == 2 and all(len(c) == 1 for c in classes_of.values())
+    agnostic = run_ours(name, frames, class_agnostic=True)
+    assert max(max(f.values(), default=0) for f in agnostic) >= 1
+
+
+@pytest.mark.parametrize("name", TRACKERS.names())
+def test_degenerate_frames_do_not_break_tracking(name: str) -> None:
+    """Empty frames, NaN / inf / zero-area / inverted boxes and a NaN score are dropped; the
+    other rows keep their ids and det_index points at the caller's rows."""
+    tracker = build_tracker(name)
+    box = np.array([[10.5, 20.5, 53.0, 91.0]], dtype=np.float32)
+    bad = np.array([[np.nan, 1, 5, 5], [0, 0, np.inf, 9], [7, 7, 7, 30], [30, 30, 20, 40],
+                    [100, 100, 140, 150]], dtype=np.float32)
+    one = np.array([0.9], dtype=np.float32)
+    for t in range(12):
+        shift = np.float32(2 * t)
+        if t in (4, 5):
+            out = tracker.update(np.empty((0, 4), np.float32), np.empty(0, np.float32),
+                                 np.empty(0, np.int64))
+            assert len(out) == 0 and out.boxes_xyxy.shape == (0, 4)
+            continue
+        boxes = np.concatenate([bad, box + [shift, 0, shift, 0]])
+        scores = np.array([0.9, 0.9, 0.9, 0.9, np.nan, 0.95], dtype=np.float32)
+        out = tracker.update(boxes, scores, np.zeros(6, dtype=np.int64))
+        if len(out):
+            assert out.det_index.tolist() == [5] and out.ids.tolist() == [1]
+            assert np.allclose(out.boxes_xyxy, boxes[5:])
+    assert tracker.update(box, one, np.zeros(1, np.int64)).ids.tolist() in ([1], [])
+    tracker.reset()
+    out = tracker.update(box, one, np.zeros(1, np.int64))
+    assert out.ids.tolist() == [1] and out.det_index.dtype == np.int64
+    assert isinstance(out, TrackedObjects) and out.scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", TRACKERS.names())
+def test_many_detections_are_tracked_quickly(name: str) -> None:
+    """1,600 moving boxes a frame: vectorised IoU and per-class blocks keep this fast."""
+    xs, ys = np.meshgrid(np.arange(40) * 37.0, np.arange(40) * 29.0)
+    base = np.stack([xs.ravel(), ys.ravel(), xs.ravel() + 21, ys.ravel() + 17], axis=1)
+    classes = np.arange(len(base)) % 5
+    tracker = build_tracker(name)
+    start = time.perf_counter()
+    ids_by_row: dict[int, set[int]] = {}
+    for t in range(6):
+        out = tracker.update((base + [t, 0.5 * t, t, 0.5 * t]).astype(np.float32),
+                             np.full(len(base), 0.8, np.float32), classes)
+        for row, tid in zip(out.det_index.tolist(), out.ids.tolist(), strict=True):
+            ids_by_row.setdefault(row, set()).add(tid)
+    assert time.perf_counter() - start < 30
+    assert len(out) == len(base)
+    assert np.array_equal(np.sort(out.ids), np.arange(1, len(base) + 1))
+    assert all(len(ids) == 1 for ids in ids_by_row.values())
+
+
+@pytest.mark.parametrize("name", TRACKERS.names())
+def test_parameters_are_declared_and_checked(name: str) -> None:
+    params = TRACKERS[name].params
+    for f in dataclasses.fields(params):
+        assert f.metadata["help"] and f.default is not dataclasses.MISSING
+    with pytest.raises(UsageError, match="track_hihg_thresh|unknown"):
+        build_tracker(name, track_hihg_thresh=0.5)
+    first = dataclasses.fields(params)[0].name
+    for value in (1.5, -0.1, "high", None, True):
+        with pytest.raises(UsageError, match=first):
+            build_tracker(name, **{first: value})
+    with pytest.raises(UsageError, match="min_hits"):
+        build_tracker(name, min_hits=0)
+    with pytest.raises(UsageError, match="frame_rate"):
+        build_tracker(name, frame_rate=0)
+    with pytest.raises(RegistryError, match="bytetrak"):
+        build_tracker("bytetrak")
+    tracker = build_tracker(name)
+    with pytest.raises(UsageError, match="scores"):
+        tracker.update(np.zeros((2, 4), np.float32), np.zeros(3, np.float32),
+                       np.zeros(2, np.int64))
+    with pytest.raises(UsageError, match="boxes_xyxy"):
+        tracker.update(np.zeros((2, 5), np.float32), np.zeros(2, np.float32),
+                       np.zeros(2, np.int64))
+
+
+def test_bytetrack_threshold_order_is_checked() -> None:
+    with pytest.raises(UsageError, match="track_low_thresh"):
+        build_tracker("bytetrack", track_low_thresh=0.7, track_high_thresh=0.5)
