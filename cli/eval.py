@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from .console import console, fail, print_table, warn
+from .eval_mot import MOT_CLASSES_HELP, MOT_VISIBILITY_HELP, mot_command
 from .eval_report import check_images_folder, observer, report_from_files, report_from_model
 
 DATA_ENV = "DETSEG_DATA"
@@ -32,6 +33,8 @@ Examples:
   detseg eval --dataset masks --data-root data/roads --weights roads-unet --max-images 50
 
   detseg eval --ann gt.json --predictions results.json --backend pycocotools   # reference
+
+  detseg eval --mot MOT17/train --predictions runs/track/exp   # HOTA, MOTA, IDF1 per sequence
 """
 
 
@@ -89,6 +92,12 @@ def eval_command(
         False, "--report", help="Also write report.html (one offline page: per-class table, "
         "PR curves, confusion matrix, TIDE errors, picture galleries) and errors.json; with "
         "--predictions, --images adds the pictures."),
+    mot: Path | None = typer.Option(
+        None, "--mot", help="MOTChallenge ground truth (gt.txt, a sequence folder or a MOT17-style "
+        "folder): tracking metrics (HOTA, MOTA, IDF1) of --predictions (MOT txt or folder)."),
+    mot_classes: str = typer.Option("auto", "--mot-classes", help=MOT_CLASSES_HELP),
+    mot_min_visibility: float = typer.Option(0.0, "--mot-min-visibility",
+                                             help=MOT_VISIBILITY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="No tables, summary or progress bar; warnings and errors "
@@ -104,6 +113,11 @@ def eval_command(
     """
     if quiet:
         console.quiet = True
+    if mot is not None:
+        mot_command(mot, predictions, mot_classes, mot_min_visibility, out, as_json,
+                    {"--dataset": dataset, "--ann": ann, "--images": images, "--model": model,
+                     "--weights": weights, "--report": report or None})
+        return
     if backend not in ("detseg", "pycocotools"):
         fail(f"--backend must be detseg or pycocotools, got {backend!r}")
     if iou_type not in (None, "bbox", "segm"):

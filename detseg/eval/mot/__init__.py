@@ -1,0 +1,9 @@
+"""Multi-object tracking evaluation: HOTA, CLEAR MOT and identity metrics of MOTChallenge files,
+equal to TrackEval's (``evaluate_mot``; the conventions in ``preprocess``, the outputs in
+``tables``)."""
+
+from .evaluate import MotEvaluation, SequenceResult, evaluate_mot, summarise
+from .preprocess import AUTO, CLASS_MODES
+
+__all__ = ["AUTO", "CLASS_MODES", "MotEvaluation", "SequenceResult", "evaluate_mot",
+           "summarise"]
