@@ -115,6 +115,49 @@ def shapes_command(
                        f"{size}x{size} to {out} in {took:.1f} s"))
 
 
+@dataset_app.command("shapes-video")
+def shapes_video_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the clips into."),
+    sequences: int = typer.Option(4, "--sequences", min=1, help="Number of clips."),
+    frames: int = typer.Option(90, "--frames", min=1, help="Frames per clip."),
+    size: str = typer.Option("256x256", "--size",
+                             help="Frame size WIDTHxHEIGHT in pixels (the shipped shapes "
+                                  "detectors were trained on 256 x 256 pictures)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same files."),
+    fps: float = typer.Option(30.0, "--fps", min=0.001, help="Frame rate (seqinfo.ini, .mp4)."),
+) -> None:
+    """Write tracking clips of moving, crossing and occluding shapes with exact MOTChallenge
+    ground truth (the shapes of `detseg dataset shapes`).
+
+    Layout per clip: OUT/shapes-NN/img1/000001.jpg..., OUT/shapes-NN/gt/gt.txt
+    (frame,id,x,y,w,h,1,class,visibility: the whole box of each shape, its visible fraction;
+    shapes hidden completely are left out), OUT/shapes-NN/seqinfo.ini and
+    OUT/shapes-NN/shapes-NN.mp4 (the same frames as a video).
+
+    Examples:
+
+      detseg dataset shapes-video --out data/shapes-video
+
+      detseg dataset shapes-video --out data/clips --sequences 2 --frames 60 --size 320x240
+    """
+    from detseg.data.shapes_video import generate_shapes_video, parse_size
+    from detseg.errors import DetsegError, UsageError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _error(f"{out}: exists and is not an empty folder; pick another --out")
+    start = time.perf_counter()
+    try:
+        folders = generate_shapes_video(out, sequences=sequences, frames=frames,
+                                        size=parse_size(size), seed=seed, fps=fps)
+    except UsageError as err:
+        _error(str(err))
+    except DetsegError as err:  # a file that cannot be written
+        _error(str(err), code=1)
+    took = time.perf_counter() - start
+    console.print(Text(f"wrote {len(folders)} clips of {frames} frames ({size}) to {out} in "
+                       f"{took:.1f} s"))
+
+
 @dataset_app.command("convert")
 def convert_command(
     src: Path = typer.Argument(..., help="Source dataset root (or COCO annotation file)."),
