@@ -58,17 +58,18 @@ class MotEvaluation:
         return list(dict.fromkeys(r.label for r in self.results))
 
 
-def summarise(results: Sequence[SequenceResult]) -> dict[str, float | int]:
+def summarise(results: Sequence[SequenceResult], single: bool = False
+              ) -> dict[str, float | int]:
     """The metrics of ``results`` together (TrackEval's combination: HOTA's per-alpha counts
     summed with TP-weighted association, CLEAR and identity counts summed): fractions 0-1
-    (HOTA averaged over alpha), and counts. Also ``GT_dets`` and ``GT_ids``. One result without
-    ground truth has MOTA = MODA = 0, as TrackEval reports it."""
+    (HOTA averaged over alpha), and counts. Also ``GT_dets`` and ``GT_ids``. ``single``: the
+    row of one sequence and class, not a combination: without ground truth its MOTA and MODA
+    are 0, as TrackEval reports them (a combination gives -FP)."""
     clear = combine_clear([r.clear for r in results])
     metrics: dict[str, float | int] = {}
     metrics.update(hota_summary(combine_hota([r.hota for r in results])))
     clear_values = clear_summary(clear)
-    if len(results) == 1 and clear.tp + clear.fn == 0:
-        # TrackEval gives one sequence without ground truth MOTA = MODA = 0 (not -FP)
+    if single and clear.tp + clear.fn == 0:
         clear_values.update(MOTA=0.0, MODA=0.0)
     metrics.update(clear_values)
     metrics.update(identity_summary(combine_identity([r.identity for r in results])))

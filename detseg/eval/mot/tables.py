@@ -44,12 +44,15 @@ def metrics_json(evaluation: MotEvaluation) -> dict[str, Any]:
         "units": UNITS, "class_mode": evaluation.class_mode,
         "min_visibility": evaluation.min_visibility,
         "combined": summarise(evaluation.results),
-        "sequences": {s: summarise(_of(evaluation, s)) for s in evaluation.sequences},
+        # a sequence's row combines its classes only in the each mode
+        "sequences": {s: summarise(_of(evaluation, s), single=evaluation.class_mode != "each")
+                      for s in evaluation.sequences},
         "classes": {c: summarise(_of(evaluation, label=c)) for c in evaluation.labels},
     }
     if evaluation.class_mode == "each":
         metrics["sequence_classes"] = {
-            s: {r.label: summarise([r]) for r in _of(evaluation, s)} for s in evaluation.sequences}
+            s: {r.label: summarise([r], single=True) for r in _of(evaluation, s)}
+            for s in evaluation.sequences}
     metrics["per_alpha"] = alpha_curves(evaluation.results)
     metrics["failed"] = dict(evaluation.failed)
     metrics["warnings"] = list(evaluation.warnings)
@@ -59,12 +62,14 @@ def metrics_json(evaluation: MotEvaluation) -> dict[str, Any]:
 def _rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """``(sequence, class, metrics)``: each sequence, each class with more than one, and the
     combined row."""
-    rows = [(s, "all", m) for s, m in metrics["sequences"].items()]
+    labels = list(metrics["classes"])
+    overall = labels[0] if len(labels) == 1 else "all"
+    rows = [(s, overall, m) for s, m in metrics["sequences"].items()]
     for s, per_class in metrics.get("sequence_classes", {}).items():
         rows += [(s, c, m) for c, m in per_class.items()]
-    if len(metrics["classes"]) > 1:
+    if len(labels) > 1:
         rows += [("COMBINED", c, m) for c, m in metrics["classes"].items()]
-    return rows + [("COMBINED", "all", metrics["combined"])]
+    return rows + [("COMBINED", overall, metrics["combined"])]
 
 
 def write_mot_files(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
