@@ -155,6 +155,10 @@ def register(app: typer.Typer) -> None:
                                          "all cores); kept by --resume."),
         eval_max_images: int = typer.Option(None, "--eval-max-images", min=1,
                                             help="Evaluate on at most N validation images."),
+        val_loss: bool = typer.Option(None, "--val-loss/--no-val-loss",
+                                      help="Also compute the losses on the validation split "
+                                           "every epoch (off: one pass less; always on with "
+                                           "no metrics); can change on --resume."),
         roi_samples: int = typer.Option(None, "--roi-samples", min=1,
                                         help="R-CNN proposals sampled per image in training "
                                              "(default 512; fewer is faster)."),
@@ -195,7 +199,8 @@ def register(app: typer.Typer) -> None:
             "weights": weights, "pretrained_backbone": pretrained_backbone, "freeze": freeze,
             "backbone_lr_scale": backbone_lr_scale, "accumulate": accumulate,
             "patience": patience, "amp": amp, "device": device, "threads": threads,
-            "eval_max_images": eval_max_images, "roi_samples": roi_samples,
+            "eval_max_images": eval_max_images, "val_loss": val_loss,
+            "roi_samples": roi_samples,
             "train_split": train_split, "val_split": val_split,
         }.items() if value is not None}
         if resume is not None:
@@ -203,7 +208,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--resume {resume}: no such file")
             remove_stale_temporaries(resume.parent)  # left by a save that was killed midway
             overrides = {k: given[k] for k in ("device", "workers", "threads",
-                                                "eval_max_images") if k in given}
+                                                "eval_max_images", "val_loss") if k in given}
             trainer = Trainer.resume(resume, epochs=epochs, callbacks=callbacks,
                                      overrides=overrides)
         else:

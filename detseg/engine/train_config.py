@@ -29,7 +29,10 @@ class TrainConfig:
     epoch allowed to fail loading before the run stops. ``roi_samples`` sets how many proposals
     per image the R-CNN box head samples while training (torchvision's 512); fewer is cheaper,
     and inference is unchanged. Validation metrics are computed every ``eval_interval`` epochs
-    and after the last one (``0``: never, validation losses only).
+    and after the last one (``0``: never, validation losses only). ``val_loss`` adds the loss
+    terms on the validation split to every epoch (``val/`` columns of ``results.csv``); off by
+    default, as they cost about one more pass over the split; always on when
+    ``eval_interval`` is 0, where they pick ``best.pt``.
     """
 
     model: str | None
@@ -64,6 +67,7 @@ class TrainConfig:
     max_bad_fraction: float = 0.1
     eval_max_images: int | None = None
     eval_interval: int = 1
+    val_loss: bool = False
     roi_samples: int | None = None
     plots: bool = True
     threads: int | None = None
@@ -120,7 +124,8 @@ class TrainConfig:
 
         ``epochs`` larger than the original extends a finished run; ``overrides`` change
         settings that do not affect the result (``device``, ``workers``, ``threads``,
-        ``eval_max_images``).
+        ``eval_max_images``, ``val_loss``). A run saved before ``val_loss`` existed resumes
+        with the default (off).
         """
         if "optimizer" not in state or "train_args" not in state:
             raise UsageError(f"{source}: not a training checkpoint (use last.pt, or "

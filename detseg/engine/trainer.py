@@ -15,7 +15,6 @@ worker processes, epochs resumed from their start are exact too).
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import threading
 import time
@@ -43,7 +42,6 @@ from detseg.engine.loading import (
     ResumableSampler,
     SkippingDataset,
     collate_skipping,
-    shard_indices,
 )
 from detseg.engine.optim import build_optimizer, build_scheduler, param_groups, restore_schedule
 from detseg.engine.train_config import TrainCallback, TrainConfig, TrainResult
@@ -53,7 +51,7 @@ from detseg.engine.transfer import (
     freeze_stages,
     load_transfer_weights,
 )
-from detseg.engine.validation import flat_metrics, validation_losses, validation_scorer
+from detseg.engine.validation import Validation
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
 from detseg.models.loading import model_task, training_weights
 from detseg.spec import model_spec
@@ -177,9 +175,11 @@ class Trainer:
         self.train_set.transforms = build_transforms(cfg.augment, train=True, task=self.task,
                                                      imgsz=imgsz, crop=cfg.crop)
         # Validation losses see images as training does (metrics use the originals).
-        self.val_loss_set = copy.copy(self.val_set)
-        self.val_loss_set.transforms = build_transforms("none", train=False, task=self.task,
-                                                        imgsz=imgsz)
+        self.validation = Validation(
+            self.adapter, self.val_set,
+            build_transforms("none", train=False, task=self.task, imgsz=imgsz),
+            cfg.batch_size, self.device, self.dist, cfg.val_loss or cfg.eval_interval == 0,
+            cfg.eval_max_images, cfg.amp and self.device.type == "cuda")
 
     def _build_optimization(self) -> None:
         cfg = self.config
@@ -241,7 +241,8 @@ class Trainer:
         """A trainer continuing the run that wrote ``checkpoint`` (its ``last.pt``).
 
         ``epochs`` larger than the original extends a finished run; ``overrides`` may change
-        settings that do not affect the result (``device``, ``workers``, ``eval_max_images``).
+        settings that do not affect the result (``device``, ``workers``, ``eval_max_images``,
+        ``val_loss``).
         """
         from detseg.weights import load_checkpoint
 
@@ -362,32 +363,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    # ---------------------------------------------------------------- validation
-    def _validation_losses(self) -> dict[str, float]:
-        indices = shard_indices(len(self.val_loss_set), self.dist.rank, self.dist.world_size)
-        means, n = validation_losses(self.model, self.adapter, self.val_loss_set, indices,
-                                     self.config.batch_size, self.device, self.use_amp)
-        return ddp.reduce_mean(means, float(n), self.device)
-
-    def _validation_metrics(self) -> dict[str, float]:
-        """Task metrics on the validation split, as ``detseg eval`` computes them; under DDP
-        every rank scores its share and rank 0 merges the scorers."""
-        cfg = self.config
-        n = len(self.val_set) if cfg.eval_max_images is None else \
-            min(cfg.eval_max_images, len(self.val_set))
-        indices = shard_indices(n, self.dist.rank, self.dist.world_size)
-        scorer = validation_scorer(self.model, self.adapter, self.val_set, indices,
-                                   cfg.batch_size, self.device)
-        if not self.dist.enabled:
-            return flat_metrics(scorer.compute())
-        states = ddp.gather_objects(scorer.state())
-        metrics: dict[str, float] = {}
-        if self.dist.is_main:
-            for state in states[1:]:
-                scorer.merge(state)
-            metrics = flat_metrics(scorer.compute())
-        return ddp.gather_objects(metrics)[0]
-
     # ---------------------------------------------------------------- loop
     def _sigint_saves(self) -> contextlib.AbstractContextManager:
         """First Ctrl-C: finish the optimizer step, save ``last.pt``, stop. Second: abort."""
@@ -455,9 +430,9 @@ class Trainer:
             cb.on_validation_start(epoch)
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({f"train/{k}": v for k, v in train_losses.items()})
-        row.update({f"val/{k}": v for k, v in self._validation_losses().items()})
+        row.update(self.validation.loss_row(self.model))
         if self._metrics_due(epoch):
-            row.update({f"metrics/{k}": v for k, v in self._validation_metrics().items()})
+            row.update(self.validation.metric_row(self.model))
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["time_s"] = time.perf_counter() - t0
         self.history.append(row)
