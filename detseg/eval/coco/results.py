@@ -68,7 +68,8 @@ def _int_column(values: list) -> np.ndarray | None:
         return None
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
-    if arr.dtype.kind == "f" and np.isfinite(arr).all() and np.all(np.floor(arr) == arr):
+    if (arr.dtype.kind == "f" and np.isfinite(arr).all() and np.all(np.floor(arr) == arr)
+            and np.all(np.abs(arr) < 2.0 ** 63)):
         return arr.astype(np.int64)
     return None
 
@@ -89,8 +90,11 @@ def _entry_problem(i: int, entry: Any) -> str | None:
         if key not in entry:
             return f"results[{i}] = {short(entry)}: missing key '{key}'"
     for key in ("image_id", "category_id"):
-        if integer_id(entry[key]) is None:
+        value = integer_id(entry[key])
+        if value is None:
             return f"results[{i}]: {key} {short(entry[key])} is not an integer"
+        if not -2 ** 63 <= value < 2 ** 63:
+            return f"results[{i}]: {key} {value} is out of the 64-bit integer range"
     if not finite_number(entry["score"]):
         return f"results[{i}]: score {short(entry['score'])} is not a finite number"
     return None
