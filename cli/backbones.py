@@ -23,6 +23,8 @@ def backbones_command(
 
     Params: the backbone's own, without the classifier. Feature maps are keyed s2 .. s32.
 
+    Output strides: 16 where the last stage can be dilated instead (deeplabv3plus uses it).
+
     Examples:
 
       detseg backbones
@@ -49,8 +51,10 @@ def backbones_command(
     table.add_column("params (M)", justify="right")
     table.add_column("channels", no_wrap=True)
     table.add_column("strides", no_wrap=True)
+    table.add_column("output strides", no_wrap=True)
     table.add_column("pretrained")
     for i in infos:
         table.add_row(i["name"], f"{i['params']:.2f}", ",".join(map(str, i["channels"])),
-                      ",".join(map(str, i["strides"])), "yes" if i["pretrained"] else "no")
+                      ",".join(map(str, i["strides"])), ",".join(map(str, i["output_strides"])),
+                      "yes" if i["pretrained"] else "no")
     console.print(table)

@@ -16,11 +16,13 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from detseg.cli.main import app
-from detseg.models import model_info
+from detseg.models import build_model, model_info
+from detseg.tasks import InferenceSettings, task_adapter
 
 # (height, width) of the hand-made images: odd, non-square, mixed.
 SIZES = [(45, 67), (80, 52), (61, 61), (37, 90), (72, 49)]
@@ -203,3 +205,41 @@ def run_family_checks(family: str, tmp_path: Path, backbone: str = "tiny") -> No
     _ok(runner, ["summary", "--weights", str(weights), "--imgsz", "64"])
     _ok(runner, ["benchmark", "--weights", str(weights), "--imgsz", "64", "--iters", "1",
                  "--warmup", "0", "--device", "cpu"])
+
+
+def check_family_over_backbone(family: str, backbone: str) -> None:
+    """``family`` over ``backbone`` builds, takes a loss/backward step on two odd-sized images
+    and predicts in their own sizes."""
+    torch.manual_seed(0)
+    model = build_model(family, backbone=backbone, num_classes=3, input_size=96)
+    adapter = task_adapter(model)
+    images = [torch.rand(3, 61, 90), torch.rand(3, 80, 52)]
+    if adapter.name == "semantic":
+        targets = [{"mask": torch.randint(0, 3, im.shape[-2:])} for im in images]
+    else:
+        targets = []
+        for im in images:
+            h, w = im.shape[-2:]
+            target = {"boxes": torch.tensor([[4.0, 6.0, w / 2, h / 2]]),
+                      "labels": torch.tensor([1])}
+            if adapter.name == "instance":
+                mask = torch.zeros(1, h, w, dtype=torch.uint8)
+                mask[0, 6 : h // 2, 4 : w // 2] = 1
+                target["masks"] = mask
+            targets.append(target)
+    model.train()
+    losses = adapter.loss(model, images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total.requires_grad
+    total.backward()
+    model.eval()
+    settings = InferenceSettings(conf=0.0, max_det=5)
+    adapter.configure(model, settings)
+    with torch.inference_mode():
+        predictions = adapter.predict(model, images, settings)
+    for prediction, image in zip(predictions, images, strict=True):
+        assert prediction.size == tuple(image.shape[-2:])
+        if adapter.name == "semantic":
+            assert prediction.semantic.shape == prediction.size
+        else:
+            assert len(prediction.boxes) <= 5

@@ -53,7 +53,8 @@ def test_tiny_backbone() -> None:
     assert 0.8e6 < params < 1.3e6
     assert backbone_info("tiny") == {"name": "tiny", "params": round(params / 1e6, 2),
                                      "channels": [32, 64, 96, 128, 192],
-                                     "strides": [2, 4, 8, 16, 32], "pretrained": False}
+                                     "strides": [2, 4, 8, 16, 32], "output_strides": [16, 32],
+                                     "pretrained": False}
     out = tiny(torch.rand(2, 3, 64, 96))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "s2": (2, 32, 32, 48), "s4": (2, 64, 16, 24), "s8": (2, 96, 8, 12),
@@ -107,10 +108,42 @@ def test_cli_backbones_table_and_json() -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["name"] for r in rows] == sorted(REQUIRED)
-    assert all(set(r) == {"name", "params", "channels", "strides", "pretrained"} for r in rows)
+    assert all(set(r) == {"name", "params", "channels", "strides", "output_strides",
+                          "pretrained"} for r in rows)
+    dilating = {r["name"] for r in rows if r["output_strides"] == [16, 32]}
+    assert dilating == {"tiny", "resnet50", "resnet101", "mobilenet_v3_small",
+                        "mobilenet_v3_large"}
     vgg = next(r for r in rows if r["name"] == "vgg16_bn")
     assert vgg["channels"] == [128, 256, 512, 512, 512] and 14 < vgg["params"] < 15
     table = runner.invoke(app, ["backbones", "res*"])
     assert table.exit_code == 0 and "resnet101" in table.output and "tiny" not in table.output
     assert runner.invoke(app, ["backbones", "nothing*"]).exit_code == 1
     assert "Examples" in runner.invoke(app, ["backbones", "--help"]).output
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small"])
+def test_output_stride_16_dilates_the_last_stage(name: str) -> None:
+    """At output stride 16 the deepest map comes from the last stage, dilated, at stride 16;
+    the parameters (and so any checkpoint) are the same as at stride 32."""
+    torch.manual_seed(0)
+    plain = build_backbone(name).eval()
+    dilated = build_backbone(name, output_stride=16).eval()
+    dilated.load_state_dict(plain.state_dict())  # strict: the same tensors
+    x = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        deep32, deep16 = plain(x), dilated(x)
+    assert dilated.strides == [2, 4, 8, 16] and list(deep16) == ["s2", "s4", "s8", "s16"]
+    assert dilated.channels == [plain.channels[0], plain.channels[1], plain.channels[2],
+                                plain.channels[-1]]
+    assert tuple(deep16["s16"].shape) == (1, plain.channels[-1], 6, 10)
+    assert tuple(deep32["s32"].shape) == (1, plain.channels[-1], 3, 5)
+    # the shallow maps do not change
+    assert torch.allclose(deep16["s8"], deep32["s8"])
+
+
+def test_output_stride_refused_where_the_backbone_cannot_dilate() -> None:
+    for name in ("resnet18", "vgg16", "convnext_tiny"):
+        with pytest.raises(RegistryError, match=f"{name}.*output_stride=16.*supports 32"):
+            build_backbone(name, output_stride=16)
+    with pytest.raises(RegistryError, match="output_stride=8"):
+        build_backbone("resnet50", output_stride=8)

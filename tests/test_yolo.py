@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conformance import check_family_over_backbone
 from torchvision.ops import box_iou
 
 from detseg.errors import ModelBuildError
@@ -81,3 +82,8 @@ def test_yolo_canvas_not_a_multiple_of_32_and_empty_targets() -> None:
 def test_yolo_needs_a_foreground_class() -> None:
     with pytest.raises(ModelBuildError, match="num_classes"):
         build_model("yolo", backbone="tiny", num_classes=1, input_size=64)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"])
+def test_yolo_over_torchvision_backbones(backbone: str) -> None:
+    check_family_over_backbone("yolo", backbone)

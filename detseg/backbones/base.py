@@ -4,6 +4,10 @@ A backbone maps an image batch ``x: Tensor[N, 3, H, W]`` (normalized RGB) to an 
 feature maps keyed by stride name (``"s2"``, ``"s4"``, ... ``"s32"``), shallow to deep; the map
 at stride ``s`` is about ``H / s`` by ``W / s``. ``channels[i]`` and ``strides[i]`` describe the
 ``i``-th map.
+
+Output stride: a backbone built with ``output_stride=16`` (where its registry entry lists 16 in
+``output_strides``) dilates its last stage instead of downsampling it, so its deepest map is at
+stride 16 and is the ``"s16"`` map (the undilated stage-4 map is then not returned).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 conv (no bias), BatchNorm, ReLU; keeps the spatial size."""
+def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
+    """3x3 conv (no bias, dilated by ``dilation``), BatchNorm, ReLU; keeps the spatial size."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )

@@ -8,7 +8,9 @@ from typing import Any
 from detseg.registry import Registry
 
 #: name -> builder ``(pretrained: bool = False) -> Backbone``; meta: ``pretrained`` (ImageNet
-#: weights exist), ``channels``, ``strides``, ``source``, optionally ``weights`` (enum name)
+#: weights exist), ``channels``, ``strides``, ``source``, optionally ``weights`` (enum name) and
+#: ``output_strides`` (the deepest strides it can be built with, e.g. ``[16, 32]``; default
+#: ``[32]``: builders then take ``output_stride`` too)
 BACKBONES: Registry[Callable[..., Any]] = Registry("backbone")
 
 

@@ -157,8 +157,11 @@ def build_from_spec(spec: ModelSpec, pretrained_backbone: bool = False) -> nn.Mo
     else:
         if spec.backbone is None:
             raise ModelBuildError(f"spec of family {spec.family} names no backbone")
-        model = FAMILIES[spec.family].build(build_backbone(spec.backbone, pretrained_backbone),
-                                            spec)
+        family = FAMILIES[spec.family]
+        backbone_options = {k: spec.options[k] for k in family.backbone_options
+                            if k in spec.options}
+        model = family.build(build_backbone(spec.backbone, pretrained_backbone,
+                                            **backbone_options), spec)
     # Module.__setattr__ is typed for tensors and submodules; any attribute is fine at runtime.
     model.spec = spec  # type: ignore[assignment]
     return model

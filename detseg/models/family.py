@@ -36,6 +36,8 @@ class Family:
         defaults: ``(backbone_info, input_size) -> options`` with every option's default.
         build: ``(backbone, spec) -> nn.Module``.
         summary: one line for listings.
+        backbone_options: names of options passed on to ``build_backbone`` when the model is
+            built (``output_stride`` for DeepLabV3+).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Family:
     defaults: Callable[[dict[str, Any], int], dict[str, Any]]
     build: Callable[[Backbone, ModelSpec], nn.Module]
     summary: str
+    backbone_options: tuple[str, ...] = ()
 
     def resolve_options(
         self, backbone_info: dict[str, Any], input_size: int, options: dict[str, Any]
@@ -77,19 +80,22 @@ def is_small(backbone_info: dict[str, Any]) -> bool:
 
 def register_family(name: str, *, task: str, default_backbone: str, input_size: int,
                     defaults: Callable[[dict[str, Any], int], dict[str, Any]],
-                    summary: str) -> Callable[[Builder], Builder]:
+                    summary: str, backbone_options: tuple[str, ...] = ()
+                    ) -> Callable[[Builder], Builder]:
     """Decorator registering a family's builder ``(backbone, spec) -> nn.Module``::
 
         @register_family("unet", task="semantic", default_backbone="resnet34",
                          input_size=512, defaults=unet_defaults, summary="U-Net ...")
         def build_unet(backbone: Backbone, spec: ModelSpec) -> nn.Module: ...
 
-    ``defaults(backbone_info, input_size)`` gives every option's default (``Family``).
+    ``defaults(backbone_info, input_size)`` gives every option's default (``Family``);
+    ``backbone_options`` name the options that ``build_backbone`` takes (``output_stride``).
     """
 
     def decorator(build: Builder) -> Builder:
         family = Family(name=name, task=task, default_backbone=default_backbone,
-                        input_size=input_size, defaults=defaults, build=build, summary=summary)
+                        input_size=input_size, defaults=defaults, build=build, summary=summary,
+                        backbone_options=backbone_options)
         FAMILIES.add(name, family, task=task)
         return build
 

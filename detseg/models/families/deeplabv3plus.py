@@ -6,13 +6,15 @@ decoder: the ASPP output upsampled to the stride-4 map, concatenated with that m
 ``low_level_channels``, two 3x3 conv blocks, a 1x1 classifier, and bilinear upsampling to the
 input size. Input: a normalized ``N x 3 x H x W`` batch; output: ``N x num_classes x H x W``.
 
-Registry backbones give their deepest map at stride 32, so ASPP runs at output stride 32 and the
-default rates are halved from the paper's output-stride-16 ``[6, 12, 18]`` to ``[3, 6, 9]``,
-which covers the same field of view. (Dilating the last stage to output stride 16 is not done
-here: the backbone contract keys maps by stride.)
+ASPP runs at output stride 16, as in the paper, where the backbone can dilate its last stage
+(``tiny``, the bottleneck ResNets, MobileNetV3: ``detseg backbones`` lists their output strides);
+on the others (ResNet-18/34, VGG, EfficientNet, ConvNeXt, RegNet, MobileNetV2, timm) it runs on
+the stride-32 map with the rates halved, which covers the same field of view.
 
 Options stored in ``spec.options``:
-    aspp_rates: dilation rates of the three atrous ASPP convs (default ``[3, 6, 9]``).
+    output_stride: 16 (default where the backbone supports it) or 32; passed to the backbone.
+    aspp_rates: dilation rates of the three atrous ASPP convs (default ``[6, 12, 18]`` at output
+        stride 16, ``[3, 6, 9]`` at 32).
     aspp_channels: width of every ASPP branch and its projection (256; 128 for small backbones
         such as ``tiny``).
     low_level_channels: the stride-4 map is reduced to this many channels (48; 24 small).
@@ -109,15 +111,18 @@ def deeplabv3plus_defaults(info: dict[str, Any], input_size: int) -> dict[str, A
         raise ModelBuildError(f"deeplabv3plus needs a backbone map at stride 16 or 32; "
                               f"{info['name']!r} stops at {max(info['strides'])}")
     small = is_small(info)
-    return {"aspp_rates": [3, 6, 9], "aspp_channels": 128 if small else 256,
+    output_stride = 16 if 16 in info.get("output_strides", [32]) else 32
+    return {"output_stride": output_stride,
+            "aspp_rates": [6, 12, 18] if output_stride == 16 else [3, 6, 9],
+            "aspp_channels": 128 if small else 256,
             "low_level_channels": 24 if small else 48, "decoder_channels": 128 if small else 256,
             "dropout": 0.1}
 
 
 @register_family("deeplabv3plus", task="semantic", default_backbone="resnet50", input_size=512,
-                 defaults=deeplabv3plus_defaults,
-                 summary="DeepLabV3+: ASPP on the deepest map (output stride 32), decoder fused "
-                         "with the stride-4 map")
+                 defaults=deeplabv3plus_defaults, backbone_options=("output_stride",),
+                 summary="DeepLabV3+: ASPP at output stride 16 (32 where the backbone cannot "
+                         "dilate), decoder fused with the stride-4 map")
 def build_deeplabv3plus(backbone: Backbone, spec: ModelSpec) -> DeepLabV3Plus:
     if len(spec.options["aspp_rates"]) < 1 or min(spec.options["aspp_rates"]) < 1:
         raise ModelBuildError(f"deeplabv3plus aspp_rates must be positive integers, got "
