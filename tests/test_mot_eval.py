@@ -382,3 +382,21 @@ def test_each_mode_needs_prediction_classes(tmp_path):
     evaluation = evaluate_mot(gt_root, pred_root, "each")
     assert not evaluation.results
     assert "has no class (column 8 missing or -1)" in evaluation.failed["good"]
+
+
+def test_whitespace_columns_blank_lines_and_trailing_commas_read_alike(tmp_path):
+    gt, pred = missed_and_fragmented()
+    write_gt(tmp_path / "gt", "seq", gt)
+    write_pred(tmp_path / "plain" / "seq.txt", pred)
+    lines = (tmp_path / "plain" / "seq.txt").read_text().splitlines()
+    variants = {"spaces": "\n".join(line.replace(",", "  ") for line in lines) + "\n",
+                "untidy": "\n\n".join(f" {line}, " for line in lines) + "\n\n"}
+    expected = metrics_json(evaluate_mot(tmp_path / "gt", tmp_path / "plain"))["combined"]
+    for name, text in variants.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "seq.txt").write_text(text)
+        assert metrics_json(evaluate_mot(tmp_path / "gt", tmp_path / name))["combined"] \
+            == expected, name
+    (tmp_path / "untidy" / "seq.txt").write_text("\n".join(lines[:3]) + "\n1,2,3,x,5,6,7\n")
+    evaluation = evaluate_mot(tmp_path / "gt", tmp_path / "untidy")
+    assert "line 4: not numbers" in evaluation.failed["seq"]

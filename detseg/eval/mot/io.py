@@ -9,6 +9,8 @@ Commas or whitespace separate the columns; blank lines and a trailing separator 
 from __future__ import annotations
 
 import configparser
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +58,70 @@ def _split(text: str) -> list[str]:
     return text.split()
 
 
-def _integral(value: float, what: str, path: Path, number: int) -> int:
-    if not np.isfinite(value) or value != int(value):
-        raise EvalInputError(f"{path}: line {number}: {what} {value:g} is not a whole number")
-    return int(value)
+def _parse_lines(lines: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[N, 9]`` (missing columns NaN) and their line numbers, one line at a time; the
+    first line that is not at least 6 numbers raises ``EvalInputError`` naming it."""
+    rows: list[list[float]] = []
+    numbers: list[int] = []
+    for number, raw in enumerate(lines, start=1):
+        fields = _split(raw)
+        if not fields or fields == [""]:
+            continue
+        if len(fields) < MIN_COLUMNS:
+            raise EvalInputError(f"{path}: line {number}: {len(fields)} columns, a MOT row needs "
+                                 f"at least {MIN_COLUMNS} (frame,id,x,y,w,h)")
+        try:
+            values = [float(f) for f in fields[:9]]
+        except ValueError:
+            raise EvalInputError(f"{path}: line {number}: not numbers: {raw.strip()[:80]!r}") \
+                from None
+        rows.append(values + [np.nan] * (9 - len(values)))
+        numbers.append(number)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 9), np.asarray(numbers, np.int64)
+
+
+def _parse(text: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``_parse_lines``' result; numpy's parser reads a regular file at once, and a file it
+    refuses is read line by line to name the line at fault."""
+    lines = text.splitlines()
+    numbers = np.asarray([i for i, raw in enumerate(lines, start=1) if raw.strip()], np.int64)
+    if len(numbers) == 0:
+        return np.zeros((0, 9)), numbers
+    first = lines[numbers[0] - 1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            table = np.loadtxt(io.StringIO(text), delimiter="," if "," in first else None,
+                               ndmin=2, dtype=np.float64, comments=None)
+    except (ValueError, UserWarning):
+        return _parse_lines(lines, path)
+    if table.shape != (len(numbers), table.shape[1]) or table.shape[1] < MIN_COLUMNS:
+        return _parse_lines(lines, path)
+    table = table[:, :9]
+    padding = np.full((len(table), 9 - table.shape[1]), np.nan)
+    return np.concatenate([table, padding], axis=1), numbers
+
+
+def _check_rows(table: np.ndarray, numbers: np.ndarray, path: Path,
+                seq_length: int | None) -> None:
+    """``EvalInputError`` for the first row (in file order) with a non-finite frame, id or box,
+    a fractional or out-of-range frame, a fractional or negative id, or a negative size."""
+    frame, ids, size = table[:, 0], table[:, 1], table[:, 4:6]
+    limit = f"1..{seq_length} (seqLength)" if seq_length is not None else ">= 1"
+    checks = [
+        (~np.isfinite(table[:, :6]).all(axis=1), lambda k: "frame, id and box must be finite"),
+        ((np.abs(table[:, :2]) >= 2**53).any(axis=1), lambda k: "frame or id too large"),
+        (frame != np.floor(frame), lambda k: f"frame {frame[k]:g} is not a whole number"),
+        ((frame < 1) | (frame > (seq_length or np.inf)),
+         lambda k: f"frame {frame[k]:g} is out of range ({limit})"),
+        (ids != np.floor(ids), lambda k: f"id {ids[k]:g} is not a whole number"),
+        (ids < 0, lambda k: f"id {ids[k]:g} is negative (a detection file rather than tracks?)"),
+        ((size < 0).any(axis=1), lambda k: "negative box width or height"),
+    ]
+    found = [(int(np.argmax(bad)), message) for bad, message in checks if bad.any()]
+    if found:
+        k, message = min(found, key=lambda item: item[0])
+        raise EvalInputError(f"{path}: line {numbers[k]}: {message(k)}")
 
 
 def read_mot_file(path: str | Path, seq_length: int | None = None) -> MotTable:
@@ -79,41 +141,15 @@ def read_mot_file(path: str | Path, seq_length: int | None = None) -> MotTable:
         raise EvalInputError(f"{path}: is a folder, not a MOT text file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise EvalInputError(f"{path}: cannot be read ({err})") from None
-    rows: list[list[float]] = []
-    numbers: list[int] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        fields = _split(raw)
-        if not fields or fields == [""]:
-            continue
-        if len(fields) < MIN_COLUMNS:
-            raise EvalInputError(f"{path}: line {number}: {len(fields)} columns, a MOT row needs "
-                                 f"at least {MIN_COLUMNS} (frame,id,x,y,w,h)")
-        try:
-            values = [float(f) for f in fields[:9]]
-        except ValueError:
-            raise EvalInputError(f"{path}: line {number}: not numbers: {raw.strip()[:80]!r}") \
-                from None
-        if not all(np.isfinite(values[:6])):
-            raise EvalInputError(f"{path}: line {number}: frame, id and box must be finite")
-        frame = _integral(values[0], "frame", path, number)
-        if frame < 1 or (seq_length is not None and frame > seq_length):
-            limit = f"1..{seq_length} (seqLength)" if seq_length is not None else ">= 1"
-            raise EvalInputError(f"{path}: line {number}: frame {frame} is out of range "
-                                 f"({limit})")
-        if _integral(values[1], "id", path, number) < 0:
-            raise EvalInputError(f"{path}: line {number}: id {values[1]:g} is negative (a "
-                                 f"detection file rather than tracks?)")
-        if values[4] < 0 or values[5] < 0:
-            raise EvalInputError(f"{path}: line {number}: negative box width or height")
-        rows.append(values + [np.nan] * (9 - len(values)))
-        numbers.append(number)
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, 9)
+    table, numbers = _parse(text, path)
+    with np.errstate(invalid="ignore"):
+        _check_rows(table, numbers, path, seq_length)
     conf, cls, vis = table[:, 6], table[:, 7], table[:, 8]
     result = MotTable(
         path=path, frame=table[:, 0].astype(np.int64), ids=table[:, 1].astype(np.int64),
         boxes=table[:, 2:6].copy(), conf=np.where(np.isnan(conf), 1.0, conf),
         classes=np.where(np.isfinite(cls), cls, -1).astype(np.int64),
-        visibility=np.where(np.isnan(vis), 1.0, vis), line=np.asarray(numbers, dtype=np.int64))
+        visibility=np.where(np.isnan(vis), 1.0, vis), line=numbers)
     _check_unique_ids(result)
     return result
 
