@@ -13,6 +13,9 @@ on its detection).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +28,7 @@ from detseg.eval.analysis.tide import CLS, ERROR_TYPES, LOC, MISS, TideErrors
 Box = tuple[float, float, float, float]
 
 
-@dataclass
+@dataclass(slots=True)
 class ErrorCase:
     """One false positive (``score`` set) or missed ground truth (``score`` None).
 
@@ -46,7 +49,7 @@ class ErrorCase:
     iou: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageErrors:
     """Counts of one image at the score threshold; ``errors`` by type (``ERROR_TYPES``)."""
 
@@ -59,8 +62,12 @@ class ImageErrors:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _box(row: list[float]) -> Box:
-    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+def _rows_or_zeros(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``, or zeros of that shape when ``values`` is empty (the rows are then
+    placeholders the caller does not use)."""
+    if len(values):
+        return values[rows]
+    return np.zeros((len(rows), *values.shape[1:]), dtype=values.dtype)
 
 
 def _segmentations(entries: list, rows: np.ndarray, segm: bool) -> list[Any]:
@@ -70,24 +77,48 @@ def _segmentations(entries: list, rows: np.ndarray, segm: bool) -> list[Any]:
             for i in rows.tolist()]
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many small acyclic objects are made (its
+    full passes over a large heap of results would otherwise take most of the time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _cases(image_ids: np.ndarray, cat_ids: np.ndarray, boxes: np.ndarray,
+           scores: np.ndarray | None, kinds: np.ndarray, other: np.ndarray,
+           other_boxes: np.ndarray, other_cats: np.ndarray, segs: list, ious: np.ndarray
+           ) -> list[ErrorCase]:
+    """``ErrorCase`` objects from columns (``other [N]`` -1 where there is no other box)."""
+    has = (other >= 0).tolist()
+    names = [ERROR_TYPES[k] for k in kinds.tolist()]
+    score_list = [None] * len(kinds) if scores is None else scores.tolist()
+    with _gc_paused():
+        return [ErrorCase(i, c, box, score, name, ob if h else None, oc if h else None, seg,
+                          iou)
+                for i, c, box, score, name, h, ob, oc, seg, iou in zip(
+                    image_ids.tolist(), cat_ids.tolist(), map(tuple, boxes.tolist()),
+                    score_list, names, has, map(tuple, other_boxes.tolist()),
+                    other_cats.tolist(), segs, ious.tolist(), strict=True)]
+
+
 def false_positives(scene: Scene, errors: TideErrors, counts: ThresholdCounts,
                     results: list) -> list[ErrorCase]:
     """The false positives at the threshold, highest score first (processing order on ties)."""
     rows = np.flatnonzero(counts.fp)
     rows = rows[np.argsort(-scene.p_score[rows], kind="stable")]
     target = errors.p_target[rows]
-    has = target >= 0
     t = np.maximum(target, 0)
-    other_box = scene.g_box[t].tolist()
-    other_cat = scene.cat_ids[scene.g_cat[t]].tolist()
-    segs = _segmentations(results, scene.p_index[rows], scene.iou_type == "segm")
-    return [ErrorCase(image_id, category_id, _box(box), score, ERROR_TYPES[kind],
-                      _box(ob) if h else None, oc if h else None, seg, iou)
-            for image_id, category_id, box, score, kind, h, ob, oc, seg, iou in zip(
-                scene.img_ids[scene.p_img[rows]].tolist(),
-                scene.cat_ids[scene.p_cat[rows]].tolist(), scene.p_box[rows].tolist(),
-                scene.p_score[rows].tolist(), errors.p_error[rows].tolist(), has.tolist(),
-                other_box, other_cat, segs, errors.p_iou[rows].tolist(), strict=True)]
+    return _cases(scene.img_ids[scene.p_img[rows]], scene.cat_ids[scene.p_cat[rows]],
+                  scene.p_box[rows], scene.p_score[rows], errors.p_error[rows], target,
+                  _rows_or_zeros(scene.g_box, t), _rows_or_zeros(scene.cat_ids[scene.g_cat], t),
+                  _segmentations(results, scene.p_index[rows], scene.iou_type == "segm"),
+                  errors.p_iou[rows])
 
 
 @dataclass
@@ -126,20 +157,14 @@ def missed_types(scene: Scene, errors: TideErrors, counts: ThresholdCounts) -> M
 
 def missed_objects(scene: Scene, missed: Missed, gt_data: dict) -> list[ErrorCase]:
     """The ground truth missed at the threshold, largest area first (file order on ties)."""
-    rows, kinds, other, ious = missed.rows, missed.kinds, missed.other, missed.iou
-    by_area = np.argsort(-scene.g_area[rows], kind="stable")
-    rows, kinds, other, ious = rows[by_area], kinds[by_area], other[by_area], ious[by_area]
-    has = other >= 0
+    by_area = np.argsort(-scene.g_area[missed.rows], kind="stable")
+    rows, other = missed.rows[by_area], missed.other[by_area]
     o = np.maximum(other, 0)
-    segs = _segmentations(gt_data["annotations"], scene.g_index[rows],
-                          scene.iou_type == "segm")
-    return [ErrorCase(image_id, category_id, _box(box), None, ERROR_TYPES[kind],
-                      _box(ob) if h else None, oc if h else None, seg, iou)
-            for image_id, category_id, box, kind, h, ob, oc, seg, iou in zip(
-                scene.img_ids[scene.g_img[rows]].tolist(),
-                scene.cat_ids[scene.g_cat[rows]].tolist(), scene.g_box[rows].tolist(),
-                kinds.tolist(), has.tolist(), scene.p_box[o].tolist(),
-                scene.cat_ids[scene.p_cat[o]].tolist(), segs, ious.tolist(), strict=True)]
+    return _cases(scene.img_ids[scene.g_img[rows]], scene.cat_ids[scene.g_cat[rows]],
+                  scene.g_box[rows], None, missed.kinds[by_area], other,
+                  _rows_or_zeros(scene.p_box, o), _rows_or_zeros(scene.cat_ids[scene.p_cat], o),
+                  _segmentations(gt_data["annotations"], scene.g_index[rows],
+                                 scene.iou_type == "segm"), missed.iou[by_area])
 
 
 def per_image(scene: Scene, errors: TideErrors, counts: ThresholdCounts, missed: Missed
@@ -156,9 +181,10 @@ def per_image(scene: Scene, errors: TideErrors, counts: ThresholdCounts, missed:
     table[:, MISS] = np.bincount(scene.g_img[missed.rows[missed.kinds == MISS]], minlength=i_n)
     total = table.sum(1)
     order = np.lexsort((scene.img_rank, -(fp + fn), -total))
-    return [ImageErrors(image_id, scene.file_names[i], g, t, f, n,
-                        dict(zip(ERROR_TYPES, row, strict=True)))
-            for i, image_id, g, t, f, n, row in zip(
-                order.tolist(), scene.img_ids[order].tolist(), num_gt[order].tolist(),
-                tp[order].tolist(), fp[order].tolist(), fn[order].tolist(),
-                table[order].tolist(), strict=True)]
+    with _gc_paused():
+        return [ImageErrors(image_id, scene.file_names[i], g, t, f, n,
+                            dict(zip(ERROR_TYPES, row, strict=True)))
+                for i, image_id, g, t, f, n, row in zip(
+                    order.tolist(), scene.img_ids[order].tolist(), num_gt[order].tolist(),
+                    tp[order].tolist(), fp[order].tolist(), fn[order].tolist(),
+                    table[order].tolist(), strict=True)]

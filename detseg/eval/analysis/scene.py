@@ -135,8 +135,13 @@ def _pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.nd
     lo = np.searchsorted(g_key, p_key, side="left")
     counts = np.searchsorted(g_key, p_key, side="right") - lo
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    p_x0, p_x1 = p_box[:, 0], p_box[:, 2] + p_box[:, 0]
+    g_x0, g_x1 = g_box[:, 0], g_box[:, 2] + g_box[:, 0]
     for start, stop in _blocks(counts):
         pd, pg = _expand(lo, counts, start, stop)
+        # Pairs apart along x have IoU 0 (the same arithmetic as paired_box_iou's width).
+        near = np.minimum(p_x1[pd], g_x1[pg]) - np.maximum(p_x0[pd], g_x0[pg]) > 0
+        pd, pg = pd[near], pg[near]
         iou = paired_box_iou(p_box[pd], g_box[pg], np.full(len(pd), crowd))
         keep = iou > 0
         pd, pg, iou = pd[keep], pg[keep], iou[keep]
@@ -152,7 +157,8 @@ def _pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.nd
 
 def _ordered_detections(dets: Detections, img_rank: np.ndarray) -> np.ndarray:
     """Rows of ``dets`` in processing order, at most ``MAX_DETS`` per image."""
-    order = np.lexsort((dets.index, -dets.score, img_rank[dets.img]))
+    order = np.argsort(-dets.score, kind="stable")        # rows are in file order
+    order = order[np.argsort(img_rank[dets.img[order]], kind="stable")]
     rank = np.arange(len(order)) - group_starts(dets.img[order])
     return order[rank < MAX_DETS]
 

@@ -59,7 +59,10 @@ class TideErrors:
 
 
 def _pair_to_gt(scene: Scene, arg: np.ndarray) -> np.ndarray:
-    return np.where(arg >= 0, scene.pair_g[np.maximum(arg, 0)], -1)
+    """The ground-truth rows of pair indices ``arg`` (-1 stays -1)."""
+    out = np.full(len(arg), -1, dtype=np.int64)
+    out[arg >= 0] = scene.pair_g[arg[arg >= 0]]
+    return out
 
 
 def classify(scene: Scene, matching: Matching) -> TideErrors:
@@ -103,21 +106,26 @@ def classify(scene: Scene, matching: Matching) -> TideErrors:
     return TideErrors(error, target, p_iou, fixes, g_error, g_by)
 
 
-def mean_ap(cls: np.ndarray, score: np.ndarray, correct: np.ndarray, tie: np.ndarray,
-            num_gt: np.ndarray) -> float:
-    """TIDE's mean AP (0-100) of data points ``cls, score, correct [N]`` (``tie [N]`` orders
-    equal scores) with ``num_gt [K]`` positives per class; 0 when no class counts."""
+def by_class(ranked: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """``ranked`` (indices, best first) grouped by ``cls``, rank order kept within a class."""
+    return ranked[np.argsort(cls[ranked], kind="stable")]
+
+
+def mean_ap(cls: np.ndarray, correct: np.ndarray, grouped: np.ndarray, num_gt: np.ndarray
+            ) -> float:
+    """TIDE's mean AP (0-100) of the data points ``grouped`` (indices into ``cls``,
+    ``correct [N]``; by class, best first within one) with ``num_gt [K]`` positives per
+    class; 0 when no class counts (has ground truth or data points)."""
     k_n = len(num_gt)
-    order = np.lexsort((tie, -score, cls))
-    counts = np.bincount(cls, minlength=k_n)
-    correct = correct[order]
+    counts = np.bincount(cls[grouped], minlength=k_n)
+    hits = correct[grouped]
     ends = np.cumsum(counts)
     aps: list[float] = []
     for k in np.flatnonzero((counts > 0) | (num_gt > 0)).tolist():
         if num_gt[k] <= 0 or counts[k] == 0:
             aps.append(0.0)
             continue
-        tp = np.cumsum(correct[ends[k] - counts[k]:ends[k]])
+        tp = np.cumsum(hits[ends[k] - counts[k]:ends[k]])
         precision = tp / np.arange(1, len(tp) + 1)
         precision = np.maximum.accumulate(precision[::-1])[::-1]
         at = np.searchsorted(tp / num_gt[k], _RECALLS, side="left")
@@ -130,38 +138,37 @@ def tide_scores(scene: Scene, matching: Matching, errors: TideErrors
                 ) -> tuple[float, dict[str, float]]:
     """TIDE's AP50 and its dAP per error type (``ERROR_TYPES`` and ``SPECIAL_ERROR_TYPES``),
     both in AP points 0-100."""
-    k_n, n_p = scene.num_classes, len(scene.p_img)
-    order = np.arange(n_p)
+    k_n, cat = scene.num_classes, scene.p_cat
     tp = matching.matched >= 0
     counted = ~matching.ignored
     num_gt = np.bincount(scene.g_cat, minlength=k_n)
-    base = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted], order[counted],
-                   num_gt)
+    by_score = np.argsort(-scene.p_score, kind="stable")   # ties: processing order
+    base = mean_ap(cat, tp, by_class(by_score[counted[by_score]], cat), num_gt)
     # In a fixed set tidecv lists errors first, then the true positives.
-    section = tp.astype(np.int64) * n_p + order
+    fixed_order = by_score[np.lexsort((tp[by_score], -scene.p_score[by_score]))]
+    grouped = by_class(fixed_order, cat)
     out: dict[str, float] = {}
     for kind, name in enumerate(ERROR_TYPES):
         if kind == MISS:
             gts = num_gt - np.bincount(scene.g_cat[errors.g_error == MISS], minlength=k_n)
-            new = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted],
-                          section[counted], gts)
+            new = mean_ap(cat, tp, grouped[counted[grouped]], gts)
         else:
             fixed = errors.p_error == kind
-            keep = counted & ~fixed
             gain = fixed & errors.p_fixes
-            cls = scene.p_cat.copy()
-            if kind == CLS:
+            rows = (counted & ~fixed) | gain
+            if kind == CLS:   # a fixed class error counts for its ground truth's class
+                cls = cat.copy()
                 cls[gain] = scene.g_cat[errors.p_target[gain]]
-            rows = keep | gain
-            new = mean_ap(cls[rows], scene.p_score[rows], (tp | gain)[rows], section[rows],
-                          num_gt)
+                new = mean_ap(cls, tp | gain, by_class(fixed_order[rows[fixed_order]], cls),
+                              num_gt)
+            else:
+                new = mean_ap(cat, tp | gain, grouped[rows[grouped]], num_gt)
         out[name] = max(new - base, 0.0)
-    perfect = np.where(tp, 1.0, 0.0)
-    out["FalsePos"] = mean_ap(scene.p_cat[counted], perfect[counted], tp[counted],
-                              section[counted], num_gt) - base
+    ranked = grouped[counted[grouped]]
+    perfect = by_class(ranked[np.argsort(~tp[ranked], kind="stable")], cat)  # TPs at score 1
+    out["FalsePos"] = mean_ap(cat, tp, perfect, num_gt) - base
     unmatched = np.bincount(scene.g_cat[errors.g_error != MATCHED], minlength=k_n)
-    out["FalseNeg"] = mean_ap(scene.p_cat[counted], scene.p_score[counted], tp[counted],
-                              section[counted], num_gt - unmatched) - base
+    out["FalseNeg"] = mean_ap(cat, tp, ranked, num_gt - unmatched) - base
     return base, out
 
 
