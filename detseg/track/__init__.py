@@ -17,8 +17,8 @@
 
 from __future__ import annotations
 
-from detseg.track import bytetrack
+from detseg.track import bytetrack, ocsort
 from detseg.track.base import TrackedObjects, Tracker
 from detseg.track.registry import TRACKERS, build_tracker
 
-__all__ = ["TRACKERS", "TrackedObjects", "Tracker", "build_tracker", "bytetrack"]
+__all__ = ["TRACKERS", "TrackedObjects", "Tracker", "build_tracker", "bytetrack", "ocsort"]
