@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -36,11 +36,14 @@ from torch import nn
 from detseg.engine.cpu_speedups import speed_up_for_cpu
 from detseg.engine.device import select_device
 from detseg.engine.results import Result, StageTimes
+from detseg.engine.slicing import SlicedPicture, SliceOptions
 from detseg.errors import ImageReadError, UsageError
+from detseg.prediction import Prediction
 from detseg.spec import ModelSpec, model_spec
 
 if TYPE_CHECKING:
     from detseg.engine.frames import Frame
+    from detseg.tasks import Prepared
 
 #: an image is downscaled before the model when it is this many times larger on each side than
 #: the size the model resizes it to anyway
@@ -107,6 +110,9 @@ class Predictor:
             by more are dropped); ``None`` keeps the model's own.
         need_trained: refuse a family name without weights (``detseg.models.loading``) instead
             of running it randomly initialised.
+        slicing: cut pictures larger than ``slicing.size`` into overlapping tiles, run the
+            tiles (``batch_size`` at a time) and merge their detections or blend their class
+            scores (``detseg.engine.slicing``); ``None`` runs every picture whole.
     """
 
     def __init__(self, model: str | nn.Module | None = None, weights: str | None = None,
@@ -114,7 +120,8 @@ class Predictor:
                  conf: float | None = None, classes: Iterable[str | int] | None = None,
                  max_det: int = 100, imgsz: int | None = None, batch_size: int = 1,
                  half: bool = False, workers: int | None = None,
-                 need_trained: bool = False, iou: float | None = None) -> None:
+                 need_trained: bool = False, iou: float | None = None,
+                 slicing: SliceOptions | None = None) -> None:
         from detseg.tasks import InferenceSettings, task_adapter
 
         if batch_size < 1:
@@ -131,6 +138,7 @@ class Predictor:
             classes=(tuple(c) if (c := resolve_classes(classes, self.names)) is not None
                      else None))
         self.batch_size = batch_size
+        self.slicing = slicing
         self.half_active = bool(half) and self.device.type == "cuda"
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
         on_cpu = self.device.type == "cpu"
@@ -293,6 +301,8 @@ class Predictor:
     def run_batch(self, items: Sequence[_Item]) -> list[Result]:
         """Results of ``items`` in order: one forward pass per run of images the task adapter
         batches without changing their results; stage times are split evenly over a run."""
+        if self.slicing is not None:
+            return [self._run_sliced(item) for item in items]
         results: list[Result] = []
         start = 0
         keys = [self.adapter.batch_key(it.image.shape[0], it.image.shape[1], self.settings.imgsz)
@@ -313,27 +323,97 @@ class Predictor:
             return image
         return cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
 
-    def _run_same_key(self, items: Sequence[_Item]) -> list[Result]:
+    def _forward(self, images: Sequence[np.ndarray]) -> tuple[Any, Prepared, float, float]:
+        """The model's raw output for RGB uint8 ``images`` of one batch key, the prepared batch,
+        and the seconds spent preparing and running it (call under ``inference_mode``)."""
+        t0 = time.perf_counter()
+        prepared = self.adapter.prepare([self._to_tensor(im) for im in images],
+                                        self.settings.imgsz)
+        if self.device.type == "cuda" and self.adapter.channels_last_on_cuda:
+            prepared.inputs = prepared.inputs.contiguous(memory_format=torch.channels_last)
+        self._sync()
+        t1 = time.perf_counter()
+        with self._autocast():
+            output = self.adapter.forward(self.model, prepared)
+        self._sync()
+        return output, prepared, t1 - t0, time.perf_counter() - t1
+
+    def _predictions(self, items: Sequence[_Item]) -> tuple[list[Prediction], StageTimes]:
+        """Predictions of ``items`` (one batch key) at their full size, and the stage times per
+        image."""
         with torch.inference_mode():
             t0 = time.perf_counter()
             inputs = [self._shrunk(it.image) for it in items]
-            prepared = self.adapter.prepare([self._to_tensor(im) for im in inputs],
-                                            self.settings.imgsz)
-            if self.device.type == "cuda" and self.adapter.channels_last_on_cuda:
-                prepared.inputs = prepared.inputs.contiguous(memory_format=torch.channels_last)
-            self._sync()
-            t1 = time.perf_counter()
-            with self._autocast():
-                output = self.adapter.forward(self.model, prepared)
-            self._sync()
+            shrink = time.perf_counter() - t0
+            output, prepared, prep, infer = self._forward(inputs)
             t2 = time.perf_counter()
             predictions = self.adapter.postprocess(output, prepared, self.settings)
             predictions = [p if p.size == it.image.shape[:2] else p.rescaled(it.image.shape[:2])
                            for p, it in zip(predictions, items, strict=True)]
-            t3 = time.perf_counter()
+            post = time.perf_counter() - t2
         n = len(items)
-        speed = StageTimes((t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n)
-        return [Result(image=item.image, spec=self.spec, path=item.path,
-                       frame_index=item.frame_index, timestamp=item.timestamp, speed=speed,
-                       **prediction.fields())
+        return predictions, StageTimes((shrink + prep) * 1e3 / n, infer * 1e3 / n,
+                                       post * 1e3 / n)
+
+    def _result(self, item: _Item, prediction: Prediction, speed: StageTimes) -> Result:
+        return Result(image=item.image, spec=self.spec, path=item.path,
+                      frame_index=item.frame_index, timestamp=item.timestamp, speed=speed,
+                      **prediction.fields())
+
+    def _run_same_key(self, items: Sequence[_Item]) -> list[Result]:
+        predictions, speed = self._predictions(items)
+        return [self._result(item, prediction, speed)
                 for item, prediction in zip(items, predictions, strict=True)]
+
+    def _run_sliced(self, item: _Item) -> Result:
+        """One picture through ``self.slicing``: its tiles ``batch_size`` at a time (and the
+        whole picture with ``full``), merged or blended; stage times summed over the passes."""
+        assert self.slicing is not None, "called only with slicing"
+        h, w = item.image.shape[:2]
+        if not self.slicing.applies(h, w):
+            return self._run_same_key([item])[0]
+        picture = SlicedPicture(h, w, self.slicing)
+        # every tile is kept: conf and classes apply after the merge, max_det to the picture
+        tile_settings = replace(self.settings, max_det=None)
+        prep = infer = post = 0.0
+        with torch.inference_mode():
+            for start in range(0, len(picture.tiles), self.batch_size):
+                output, prepared, p, i = self._forward(
+                    picture.crops(item.image, start, start + self.batch_size))
+                t0 = time.perf_counter()
+                scores = self.adapter.pixel_scores(output, prepared)
+                if scores is not None:
+                    for k, tile_scores in enumerate(scores, start):
+                        picture.add_scores(k, tile_scores)
+                else:
+                    predictions = self.adapter.postprocess(output, prepared, tile_settings)
+                    for k, prediction in enumerate(predictions, start):
+                        picture.add_detections(k, prediction)
+                prep, infer, post = prep + p, infer + i, post + time.perf_counter() - t0
+            if self.slicing.full:
+                output, prepared, p, i = self._forward([self._shrunk(item.image)])
+                t0 = time.perf_counter()
+                scores = self.adapter.pixel_scores(output, prepared)
+                if scores is not None:
+                    picture.add_scores(None, _resized(scores[0], (h, w)))
+                else:
+                    whole = self.adapter.postprocess(output, prepared, tile_settings)[0]
+                    picture.add_detections(None, whole if whole.size == (h, w)
+                                           else whole.rescaled((h, w)))
+                prep, infer, post = prep + p, infer + i, post + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if scores is not None:
+                prediction = self.adapter.labels_from_scores(picture.scores(), self.settings)
+            else:
+                prediction = picture.detections(self.settings.conf, self.settings.classes,
+                                                self.settings.max_det)
+            post += time.perf_counter() - t0
+        return self._result(item, prediction, StageTimes(prep * 1e3, infer * 1e3, post * 1e3))
+
+
+def _resized(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``C x h x w`` class scores resized (bilinear) to ``size`` (H, W)."""
+    if tuple(scores.shape[-2:]) == size:
+        return scores
+    return torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear",
+                                           align_corners=False)[0]

@@ -135,6 +135,17 @@ class TaskAdapter(ABC):
     def postprocess(self, output: Any, prepared: Prepared,
                     settings: InferenceSettings) -> list[Prediction]: ...
 
+    def pixel_scores(self, output: Any, prepared: Prepared) -> list[Tensor] | None:
+        """Each image's ``C x h x w`` class scores (logits) at its original size, for callers
+        that blend overlapping tiles before the argmax (sliced inference); ``None`` where the
+        task predicts instances, which are merged as boxes instead."""
+        return None
+
+    def labels_from_scores(self, scores: Tensor, settings: InferenceSettings) -> Prediction:
+        """The prediction of one image's ``C x H x W`` class scores (``pixel_scores``,
+        blended), with ``conf`` and ``classes`` applied."""
+        raise UsageError(f"{self.name} models predict instances, not class scores")
+
     def predict(self, model: nn.Module, images: Sequence[Tensor],
                 settings: InferenceSettings) -> list[Prediction]:
         """``prepare``, ``forward`` and ``postprocess`` in one call (model in eval mode)."""

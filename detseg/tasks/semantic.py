@@ -125,12 +125,7 @@ class SemanticAdapter(TaskAdapter):
         predictions = []
         for i, ((h, w), (sh, sw)) in enumerate(zip(prepared.sizes, prepared.scaled,
                                                   strict=True)):
-            x = logits[i : i + 1, :, :sh, :sw]
-            if settings.classes is not None:
-                blocked = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
-                blocked[[c for c in settings.classes if c < x.shape[1]]] = False
-                blocked[0] = False
-                x = x.masked_fill(blocked.view(1, -1, 1, 1), float("-inf"))
+            x = self._only_classes(logits[i : i + 1, :, :sh, :sw], settings.classes)
             if x.shape[1] * h * w <= MAX_UPSAMPLED_LOGITS:
                 x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
                 labels = self._pixel_labels(x, settings.conf)
@@ -140,6 +135,33 @@ class SemanticAdapter(TaskAdapter):
             predictions.append(Prediction(size=(h, w),
                                           semantic=labels.cpu().numpy().astype(np.int64)))
         return predictions
+
+    def pixel_scores(self, output: Any, prepared: Prepared) -> list[Tensor]:
+        """Each image's ``C x h x w`` logits, cropped from the padding and resized (bilinear)
+        to its original size."""
+        logits = semantic_logits(output).float()
+        return [F.interpolate(logits[i : i + 1, :, :sh, :sw], size=size, mode="bilinear",
+                              align_corners=False)[0]
+                for i, (size, (sh, sw)) in enumerate(zip(prepared.sizes, prepared.scaled,
+                                                         strict=True))]
+
+    def labels_from_scores(self, scores: Tensor, settings: InferenceSettings) -> Prediction:
+        """The class map of ``C x H x W`` logits (``classes`` kept, ``conf`` applied)."""
+        labels = self._pixel_labels(self._only_classes(scores[None].float(), settings.classes),
+                                    settings.conf)
+        return Prediction(size=(int(scores.shape[-2]), int(scores.shape[-1])),
+                          semantic=labels.cpu().numpy().astype(np.int64))
+
+    @staticmethod
+    def _only_classes(logits: Tensor, classes: tuple[int, ...] | None) -> Tensor:
+        """1 x C x H x W logits with the classes outside ``classes`` (background always kept)
+        set to -inf."""
+        if classes is None:
+            return logits
+        blocked = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+        blocked[[c for c in classes if c < logits.shape[1]]] = False
+        blocked[0] = False
+        return logits.masked_fill(blocked.view(1, -1, 1, 1), float("-inf"))
 
     @staticmethod
     def _pixel_labels(logits: Tensor, conf: float | None) -> Tensor:
