@@ -1,16 +1,24 @@
-"""Time detseg's COCO evaluator against pycocotools and faster-coco-eval, in one run.
+"""Time ``detseg eval --predictions`` against pycocotools, whole processes, in one run.
 
-    python bench/eval_speed.py            # 5000 images, 80 classes, ~7 GT + 100 dets per image
-    python bench/eval_speed.py --quick    # 500 images
+    python bench/eval_speed.py                 # 2000 images x 100 detections, bbox and segm
+    python bench/eval_speed.py --plots         # detseg also writes its PR-curve PNGs
+    python bench/eval_speed.py --in-process    # the evaluators alone, + faster-coco-eval
 
-A COCO-scale synthetic set is generated (polygon ground truth with ~1% crowd regions, detections
-jittered from the ground truth plus background boxes, masks as compressed RLE), written as JSON,
-and each evaluator runs in its own subprocess from the same files. The JSON files are parsed
-first (the parse time is printed once; it is the same for every tool) and then loadRes +
-evaluate + accumulate + summarize are timed from the parsed lists (detseg: evaluator
-construction, which rasterizes the ground-truth polygons, + evaluate). The peak resident
-memory of each subprocess (VmHWM, else ``ru_maxrss``) and the largest |difference| of the
-12 summary numbers against pycocotools are printed.
+A COCO-scale synthetic set is generated (80 classes, ~7 polygon ground truths per image with
+~1% crowd regions, 100 detections per image jittered from the ground truth plus background
+boxes, masks as compressed RLE) and written as JSON files.
+
+Default (whole process): each side is a fresh Python process timed from start to exit, as a
+user runs it: ``python -m detseg eval --ann gt.json --predictions res.json --iou-type T
+--no-plots --out DIR`` against a ``python -c`` doing pycocotools' ``COCO(gt.json)``,
+``loadRes(res.json)``, ``evaluate()``, ``accumulate()``, ``summarize()``. Both read and parse
+the JSON files themselves. ``--repeat N`` runs each N times, alternating, and keeps each
+side's fastest. Printed: seconds, peak resident memory (the child's ``ru_maxrss`` from
+``wait4``), AP, the speed-up, and the largest |difference| of the 12 summary numbers.
+
+``--in-process``: the JSON files are parsed first (not timed), then loadRes + evaluate +
+accumulate + summarize are timed inside one process per tool (detseg: evaluator construction,
+which rasterizes the ground-truth polygons, + evaluate).
 """
 
 from __future__ import annotations
@@ -167,56 +175,148 @@ def _worker(tool: str, iou_type: str, gt_path: str, res_path: str) -> dict:
 
 def _run_worker(tool: str, iou_type: str, gt: Path, res: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", tool, iou_type, str(gt), str(res)]
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} {iou_type} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _env() -> dict[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+PYCOCOTOOLS = """
+import contextlib, io, json, sys
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(sys.argv[1])
+    ev = COCOeval(gt, gt.loadRes(sys.argv[2]), sys.argv[3])
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+print(json.dumps([float(v) for v in ev.stats[:12]]))
+"""
+
+
+def _timed_process(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds from start to exit, peak RSS in MiB and stdout of one child process."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{err.read()[-2000:]}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def _process_run(tool: str, iou_type: str, gt: Path, res: Path, out: Path,
+                 plots: bool) -> dict:
+    if tool == "detseg":
+        cmd = [sys.executable, "-m", "detseg", "eval", "--ann", str(gt), "--predictions",
+               str(res), "--iou-type", iou_type, "--plots" if plots else "--no-plots",
+               "--json", "--out", str(out)]
+        seconds, peak, stdout = _timed_process(cmd)
+        stats = list(json.loads(stdout)[iou_type].values())
+    else:
+        seconds, peak, stdout = _timed_process(
+            [sys.executable, "-c", PYCOCOTOOLS, str(gt), str(res), iou_type])
+        stats = json.loads(stdout.strip().splitlines()[-1])
+    return {"seconds": seconds, "peak_mb": peak, "stats": stats}
+
+
+def _whole_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_images: int,
+                   repeat: int, plots: bool, tmp: Path) -> None:
+    gt, bbox_res, segm_res = paths
+    print(f"whole process, fastest of {repeat}: `python -m detseg eval --predictions` "
+          f"({'with' if plots else 'no'} plots) vs a python process running pycocotools")
+    for iou_type in iou_types:
+        res = bbox_res if iou_type == "bbox" else segm_res
+        runs: dict[str, dict] = {}
+        for i in range(repeat):
+            for tool in ("detseg", "pycocotools"):
+                r = _process_run(tool, iou_type, gt, res, tmp / f"{tool}-{iou_type}-{i}", plots)
+                if tool not in runs or r["seconds"] < runs[tool]["seconds"]:
+                    runs[tool] = r
+        d, p = runs["detseg"], runs["pycocotools"]
+        diff = max(abs(a - b) for a, b in zip(d["stats"], p["stats"], strict=True))
+        print(f"\n[{iou_type}] {n_images} images x 100 detections")
+        print(f"{'tool':<14}{'seconds':>9}{'peak MB':>9}{'AP':>8}")
+        for tool, r in runs.items():
+            print(f"{tool:<14}{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}{r['stats'][0]:>8.4f}")
+        print(f"speed-up {p['seconds'] / d['seconds']:.1f}x, peak memory "
+              f"{p['peak_mb'] / d['peak_mb']:.1f}x less, max|diff| of the 12 numbers "
+              f"{diff:.2e}")
+
+
+def _in_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_images: int,
+                tools: list[str]) -> None:
+    gt, bbox_res, segm_res = paths
+    for iou_type in iou_types:
+        res = bbox_res if iou_type == "bbox" else segm_res
+        runs = {tool: _run_worker(tool, iou_type, gt, res) for tool in tools}
+        ref = runs.get("pycocotools")
+        parse = np.mean([r["parse_s"] for r in runs.values()])
+        print(f"\n[{iou_type}] {n_images} images; parsing the results JSON took {parse:.2f}s "
+              f"(not in the times below, the same for every tool)")
+        print(f"{'tool':<18}{'seconds':>9}{'peak MB':>9}{'AP':>8}  speed-up vs "
+              f"pycocotools / faster-coco-eval (with JSON parsing)  max|diff| vs pycocotools")
+        for tool, r in runs.items():
+            ratios = []
+            for other in ("pycocotools", "faster-coco-eval"):
+                if other in runs and other != tool:
+                    o = runs[other]
+                    ratios.append(f"{o['seconds'] / r['seconds']:.1f}x "
+                                  f"({(o['seconds'] + parse) / (r['seconds'] + parse):.1f}x)")
+                else:
+                    ratios.append("-")
+            diff = (max(abs(a - b) for a, b in zip(r["stats"], ref["stats"], strict=True))
+                    if ref and tool != "pycocotools" else float("nan"))
+            print(f"{tool:<18}{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}{r['stats'][0]:>8.4f}  "
+                  f"{' / '.join(ratios):<50}{diff:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="500 images instead of 5000")
-    parser.add_argument("--images", type=int, default=None, help="number of images")
+    parser.add_argument("--images", type=int, default=2000, help="number of images (2000)")
     parser.add_argument("--iou-types", default="bbox,segm")
-    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="whole-process runs per side, alternating; the fastest is kept")
+    parser.add_argument("--plots", action="store_true",
+                        help="detseg also writes its PR curves (imports matplotlib)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time the evaluators inside one process each, JSON parsed first")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="with --in-process")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(*args.worker)))
         return
-    n_images = args.images or (500 if args.quick else 5000)
-    tools = args.tools.split(",")
+    if args.generate:
+        generate(int(args.generate[0]), Path(args.generate[1]))
+        return
+    iou_types = args.iou_types.split(",")
     with tempfile.TemporaryDirectory(prefix="detseg-eval-bench-") as tmp:
+        # In a child process: a child's ru_maxrss starts from its parent's peak, so the
+        # parent stays small for the whole-process peaks to be the children's own.
         t0 = time.perf_counter()
-        gt, bbox_res, segm_res = generate(n_images, Path(tmp))
-        n_gt = len(json.loads(gt.read_text())["annotations"])
-        print(f"generated {n_images} images, {n_gt} ground truth, {100 * n_images} detections "
-              f"per type in {time.perf_counter() - t0:.1f}s")
-        for iou_type in args.iou_types.split(","):
-            res = bbox_res if iou_type == "bbox" else segm_res
-            runs = {tool: _run_worker(tool, iou_type, gt, res) for tool in tools}
-            ref = runs.get("pycocotools")
-            parse = np.mean([r["parse_s"] for r in runs.values()])
-            print(f"\n[{iou_type}] {n_images} images; parsing the results JSON took {parse:.2f}s "
-                  f"(not in the times below, the same for every tool)")
-            print(f"{'tool':<18}{'seconds':>9}{'peak MB':>9}{'AP':>8}  speed-up vs "
-                  f"pycocotools / faster-coco-eval (with JSON parsing)  max|diff| vs pycocotools")
-            for tool, r in runs.items():
-                ratios = []
-                for other in ("pycocotools", "faster-coco-eval"):
-                    if other in runs and other != tool:
-                        o = runs[other]
-                        ratios.append(f"{o['seconds'] / r['seconds']:.1f}x "
-                                      f"({(o['seconds'] + parse) / (r['seconds'] + parse):.1f}x)")
-                    else:
-                        ratios.append("-")
-                diff = (max(abs(a - b) for a, b in zip(r["stats"], ref["stats"], strict=True))
-                        if ref and tool != "pycocotools" else float("nan"))
-                print(f"{tool:<18}{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}{r['stats'][0]:>8.4f}  "
-                      f"{' / '.join(ratios):<50}{diff:.2e}")
+        subprocess.run([sys.executable, __file__, "--generate", str(args.images), tmp],
+                       check=True, env=_env())
+        paths = (Path(tmp) / "gt.json", Path(tmp) / "bbox.json", Path(tmp) / "segm.json")
+        print(f"generated {args.images} images, {100 * args.images} detections per type in "
+              f"{time.perf_counter() - t0:.1f}s")
+        if args.in_process:
+            _in_process(paths, iou_types, args.images, args.tools.split(","))
+        else:
+            _whole_process(paths, iou_types, args.images, max(1, args.repeat), args.plots,
+                           Path(tmp))
 
 
 if __name__ == "__main__":
