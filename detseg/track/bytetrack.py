@@ -155,10 +155,13 @@ class ByteTrack(Tracker):
         """Match ``tracks`` to the detections ``rows`` of ``frame``: ``(matches as (track,
         position in rows), unmatched tracks, unmatched positions)``."""
         predicted = np.array([t.kf.box() for t in tracks]).reshape(-1, 4)
-        sim = box_iou(predicted, frame.boxes[rows])
-        if fuse:
-            sim *= frame.scores[rows][None, :]
-        cost = 1.0 - sim
-        return match_by_class(
-            np.array([t.cls for t in tracks], dtype=np.int64), frame.classes[rows],
-            self.p.class_agnostic, lambda r, c: min_cost_pairs(cost[np.ix_(r, c)], max_cost))
+        boxes, scores = frame.boxes[rows], frame.scores[rows]
+
+        def pairs(r: np.ndarray, c: np.ndarray) -> list[tuple[int, int]]:
+            sim = box_iou(predicted[r], boxes[c])
+            if fuse:
+                sim *= scores[c][None, :]
+            return min_cost_pairs(1.0 - sim, max_cost)
+
+        return match_by_class(np.array([t.cls for t in tracks], dtype=np.int64),
+                              frame.classes[rows], self.p.class_agnostic, pairs)

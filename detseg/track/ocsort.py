@@ -174,22 +174,25 @@ class OCSort(Tracker):
         predicted = predicted[finite]
         track_cls = np.array([t.cls for t in self.tracks], dtype=np.int64)
 
-        iou = box_iou(predicted, boxes)
-        value = iou + p.inertia * self._momentum(boxes) * scores[None, :]
-        matches, left_t, left_d = match_by_class(
-            track_cls, classes, p.class_agnostic,
-            lambda r, c: max_value_pairs(value[np.ix_(r, c)],
-                                         iou[np.ix_(r, c)] >= p.iou_threshold))
+        def first(r: np.ndarray, c: np.ndarray) -> list[tuple[int, int]]:
+            iou = box_iou(predicted[r], boxes[c])
+            value = iou + p.inertia * self._momentum(r, boxes[c]) * scores[c][None, :]
+            return max_value_pairs(value, iou >= p.iou_threshold)
+
+        matches, left_t, left_d = match_by_class(track_cls, classes, p.class_agnostic, first)
         for ti, dj in matches:
             self.tracks[ti].update(boxes[dj], int(rows[dj]))
 
         if left_t and left_d:  # OCR: the last observations of the tracks left
             last = np.array([self.tracks[i].last_obs for i in left_t])
-            iou = box_iou(last, boxes[left_d])
-            matches, rest_t, rest_d = match_by_class(
-                track_cls[left_t], classes[left_d], p.class_agnostic,
-                lambda r, c: max_value_pairs(iou[np.ix_(r, c)],
-                                             iou[np.ix_(r, c)] >= p.iou_threshold))
+            left_boxes = boxes[left_d]
+
+            def recover(r: np.ndarray, c: np.ndarray) -> list[tuple[int, int]]:
+                iou = box_iou(last[r], left_boxes[c])
+                return max_value_pairs(iou, iou >= p.iou_threshold)
+
+            matches, rest_t, rest_d = match_by_class(track_cls[left_t], classes[left_d],
+                                                     p.class_agnostic, recover)
             for ti, dj in matches:
                 d = left_d[dj]
                 self.tracks[left_t[ti]].update(boxes[d], int(rows[d]))
@@ -208,16 +211,16 @@ class OCSort(Tracker):
                 t.id = self._new_id()
         return [t.id for t in shown], [t.row for t in shown], [t.cls for t in shown]
 
-    def _momentum(self, boxes: np.ndarray) -> np.ndarray:
-        """OCM ``(T, D)``: ``(pi/2 - angle) / pi`` between each track's direction of motion and
-        the direction from its observation ``delta_t`` back to each detection; 0 for a track
+    def _momentum(self, tracks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """OCM ``(T, D)`` for the tracks at indices ``tracks`` and detections ``boxes``
+        ``(D, 4)``: ``(pi/2 - angle) / pi`` between each track's direction of motion and the
+        direction from its observation ``delta_t`` back to each detection; 0 for a track
         without a direction yet."""
-        if not self.tracks or not len(boxes):
-            return np.zeros((len(self.tracks), len(boxes)))
+        chosen = [self.tracks[i] for i in tracks]
         velocity = np.array([t.velocity if t.velocity is not None else (0.0, 0.0)
-                             for t in self.tracks])
-        reference = np.array([t.previous_obs() for t in self.tracks])
+                             for t in chosen]).reshape(-1, 2)
+        reference = np.array([t.previous_obs() for t in chosen]).reshape(-1, 4)
         towards = _direction(reference[:, None, :], boxes[None, :, :])
         cos = np.clip((towards * velocity[:, None, :]).sum(axis=-1), -1.0, 1.0)
-        known = np.array([t.velocity is not None for t in self.tracks])[:, None]
+        known = np.array([t.velocity is not None for t in chosen], dtype=bool)[:, None]
         return np.where(known, (np.pi / 2 - np.arccos(cos)) / np.pi, 0.0)
