@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from .console import console, fail, print_table, warn
-from .eval_mot import MOT_CLASSES_HELP, MOT_VISIBILITY_HELP, mot_command
+from .eval_mot import MOT_CLASSES_HELP, MOT_FRAMES_HELP, MOT_VISIBILITY_HELP, mot_command
 from .eval_report import check_images_folder, observer, report_from_files, report_from_model
 
 DATA_ENV = "DETSEG_DATA"
@@ -98,6 +98,7 @@ def eval_command(
     mot_classes: str = typer.Option("auto", "--mot-classes", help=MOT_CLASSES_HELP),
     mot_min_visibility: float = typer.Option(0.0, "--mot-min-visibility",
                                              help=MOT_VISIBILITY_HELP),
+    mot_frames: str | None = typer.Option(None, "--mot-frames", help=MOT_FRAMES_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="No tables, summary or progress bar; warnings and errors "
@@ -114,7 +115,7 @@ def eval_command(
     if quiet:
         console.quiet = True
     if mot is not None:
-        mot_command(mot, predictions, mot_classes, mot_min_visibility, out, as_json,
+        mot_command(mot, predictions, mot_classes, mot_min_visibility, mot_frames, out, as_json,
                     {"--dataset": dataset, "--ann": ann, "--images": images, "--model": model,
                      "--weights": weights, "--report": report or None})
         return

@@ -18,14 +18,18 @@ MOT_CLASSES_HELP = (
     "combined by summing counts.")
 MOT_VISIBILITY_HELP = ("With --mot: targets less visible than this (column 9, 0-1) become "
                        "distractors (neither missed nor false positives).")
+MOT_FRAMES_HELP = ("With --mot: score only frames START:END:STEP (from 1, END inclusive; "
+                   "empty parts: 1, last, 1), e.g. 100:400:2 after `detseg track --start 100 "
+                   "--end 400 --vid-stride 2`.")
 
 
 def mot_command(gt: Path, predictions: Path | None, classes: str, min_visibility: float,
-                out: Path | None, as_json: bool, other_flags: dict[str, Any]) -> None:
+                frames: str | None, out: Path | None, as_json: bool,
+                other_flags: dict[str, Any]) -> None:
     """Evaluate, write ``metrics.json`` and ``per_sequence.csv``, print the tables; exit 1 when
     a sequence failed, had no prediction file, or a prediction file had no sequence."""
     from detseg.errors import DetsegError, UsageError
-    from detseg.eval.mot import evaluate_mot
+    from detseg.eval.mot import FrameRange, evaluate_mot
     from detseg.eval.mot.tables import metrics_json, mot_tables, write_mot_files
     from detseg.runs import new_run_dir
 
@@ -35,7 +39,8 @@ def mot_command(gt: Path, predictions: Path | None, classes: str, min_visibility
     if predictions is None:
         fail("--mot needs --predictions (a MOT text file, or a folder of <seq>.txt files)")
     try:
-        evaluation = evaluate_mot(gt, predictions, classes, min_visibility)
+        selection = FrameRange.parse(frames) if frames is not None else None
+        evaluation = evaluate_mot(gt, predictions, classes, min_visibility, selection)
     except UsageError as err:
         fail(str(err))
     except DetsegError as err:

@@ -400,3 +400,72 @@ def test_whitespace_columns_blank_lines_and_trailing_commas_read_alike(tmp_path)
     (tmp_path / "untidy" / "seq.txt").write_text("\n".join(lines[:3]) + "\n1,2,3,x,5,6,7\n")
     evaluation = evaluate_mot(tmp_path / "gt", tmp_path / "untidy")
     assert "line 4: not numbers" in evaluation.failed["seq"]
+
+
+def test_mot_frames_scores_only_the_tracked_frames(tmp_path, monkeypatch, capsys):
+    gt, pred = crossing()
+    frames = set(range(3, 20, 2))  # what `detseg track --start 3 --end 19 --vid-stride 2` runs
+    write_gt(tmp_path / "gt", "cross", gt)
+    write_pred(tmp_path / "pred" / "cross.txt", [r for r in pred if r[0] in frames])
+    code, _, err = detseg(monkeypatch, capsys, "eval", "--mot", tmp_path / "gt", "--predictions",
+                          tmp_path / "pred", "--mot-frames", "3:19:2", "--out", tmp_path / "run")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    reference = oracle(*scenario_tree(tmp_path / "oracle", {"cross": (
+        [r for r in gt if r[0] in frames], [r for r in pred if r[0] in frames])}), ["cross"], True)
+    assert_equal(metrics["combined"], reference["COMBINED_SEQ"], "frames")
+    assert metrics["combined"]["GT_dets"] == 2 * len(frames) and metrics["combined"]["FN"] == 0
+    # predictions outside the frames are left out, with a warning
+    write_pred(tmp_path / "pred" / "cross.txt", pred)
+    code, _, err = detseg(monkeypatch, capsys, "eval", "--mot", tmp_path / "gt", "--predictions",
+                          tmp_path / "pred", "--mot-frames", "3:19:2", "--out", tmp_path / "run2")
+    assert code == 1 and "24 predictions in frames outside --mot-frames left out" in err
+    for bad in ("3:x", "0:5", "9:3", "1:2:3:4", "::0"):
+        code, _, err = detseg(monkeypatch, capsys, "eval", "--mot", tmp_path / "gt",
+                              "--predictions", tmp_path / "pred", "--mot-frames", bad)
+        assert code == 2 and "--mot-frames" in err, bad
+
+
+def test_shapes_video_ground_truth_is_evaluated_class_agnostic(tmp_path, monkeypatch, capsys):
+    """``detseg dataset shapes-video`` clips (classes 1-4, all considered, visibilities):
+    auto picks the class-agnostic mode; a tracker output made from the ground truth (dropped
+    boxes, swapped ids, jitter) scores as TrackEval scores it."""
+    code, _, err = detseg(monkeypatch, capsys, "dataset", "shapes-video", "--out",
+                          tmp_path / "clips", "--sequences", "2", "--frames", "12",
+                          "--size", "97x75")
+    assert code == 0, err
+    rng = np.random.default_rng(0)
+    seqs = sorted(p.name for p in (tmp_path / "clips").iterdir() if p.is_dir())
+    for seq in seqs:
+        rows = [line.split(",") for line in
+                (tmp_path / "clips" / seq / "gt" / "gt.txt").read_text().split()]
+        pred = [(int(r[0]), int(r[1]) + (50 if int(r[0]) > 6 and int(r[1]) % 2 else 0),
+                 float(r[2]) + rng.normal(0, 1.5), float(r[3]) + rng.normal(0, 1.5),
+                 float(r[4]), float(r[5]), 0.9) for r in rows if rng.uniform() > 0.15]
+        write_pred(tmp_path / "trackers" / "t" / "data" / f"{seq}.txt", pred)
+    pred_root = tmp_path / "trackers" / "t" / "data"
+    metrics = metrics_json(evaluate_mot(tmp_path / "clips", pred_root))
+    assert metrics["class_mode"] == "all"
+    reference = oracle(tmp_path / "clips", pred_root, seqs, preproc=False)
+    for seq in seqs:
+        assert_equal(metrics["sequences"][seq], reference[seq], seq)
+    assert_equal(metrics["combined"], reference["COMBINED_SEQ"], "combined")
+    assert metrics["combined"]["IDSW"] > 0 and metrics["combined"]["FN"] > 0
+
+
+def test_mot_path_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    gt, pred = crossing()
+    write_gt(tmp_path / "gt", "cross", gt)
+    write_pred(tmp_path / "pred" / "cross.txt", pred)
+    code = ("import sys; from detseg.cli.main import main; sys.argv = ['detseg', 'eval', "
+            f"'--mot', {str(tmp_path / 'gt')!r}, '--predictions', {str(tmp_path / 'pred')!r}, "
+            f"'--out', {str(tmp_path / 'run')!r}, '-q']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -85,6 +85,40 @@ def alpha_curves(results: Sequence[SequenceResult]) -> dict[str, list[float]]:
             **{k: [float(v) for v in curve] for k, curve in curves.items()}}
 
 
+@dataclass(frozen=True)
+class FrameRange:
+    """The frames scored: ``start``..``end`` (inclusive, from 1; ``None``: the last), every
+    ``step``-th from ``start`` - the frames ``detseg track --start/--end/--vid-stride`` ran."""
+
+    start: int = 1
+    end: int | None = None
+    step: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FrameRange:
+        """``START:END:STEP`` (any part may be empty: 1, the last frame, 1); ``UsageError``
+        naming ``--mot-frames`` for anything else."""
+        parts = text.split(":")
+        try:
+            if len(parts) > 3:
+                raise ValueError
+            values = [int(p) if p.strip() else None for p in parts] + [None] * (3 - len(parts))
+        except ValueError:
+            raise UsageError(f"--mot-frames must be START:END:STEP (whole numbers), got "
+                             f"{text!r}") from None
+        start, end, step = (1 if values[0] is None else values[0], values[1],
+                            1 if values[2] is None else values[2])
+        if start < 1 or step < 1 or (end is not None and end < start):
+            raise UsageError(f"--mot-frames {text!r}: frames count from 1, END must not be "
+                             f"before START and STEP must be at least 1")
+        return cls(start, end, step)
+
+    def mask(self, frames: np.ndarray) -> np.ndarray:
+        """Bool ``[N]``: which of ``frames`` (int ``[N]``) are scored."""
+        last = np.inf if self.end is None else self.end
+        return (frames >= self.start) & (frames <= last) & ((frames - self.start) % self.step == 0)
+
+
 def _empty_table(path: Path) -> MotTable:
     return MotTable(path, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
                     np.zeros(0), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
@@ -95,11 +129,24 @@ def _read_gt(pair: SequencePair) -> tuple[MotTable, int | None]:
     return read_mot_file(pair.gt, length), length
 
 
+def _select(evaluation: MotEvaluation, name: str, gt: MotTable, pred: MotTable,
+            frames: FrameRange | None) -> tuple[MotTable, MotTable]:
+    if frames is None:
+        return gt, pred
+    kept = frames.mask(pred.frame)
+    if not kept.all():
+        evaluation.warnings.append(f"sequence {name}: {int((~kept).sum())} predictions in "
+                                   f"frames outside --mot-frames left out")
+    return gt.where(frames.mask(gt.frame)), pred.where(kept)
+
+
 def evaluate_mot(gt: str | Path, predictions: str | Path, class_mode: str = AUTO,
-                 min_visibility: float = 0.0) -> MotEvaluation:
+                 min_visibility: float = 0.0, frames: FrameRange | None = None
+                 ) -> MotEvaluation:
     """Evaluate MOT predictions against MOTChallenge ground truth (see ``layout`` for the
     accepted files and folders, ``preprocess`` for ``class_mode``; ``min_visibility`` in 0-1
-    turns less visible targets into distractors).
+    turns less visible targets into distractors; ``frames``: score only those frames, the
+    others' ground truth is left out).
 
     Raises ``UsageError`` for missing paths, folders without ground truth or a bad option; a
     problem inside one sequence's files fails that sequence only (``failed``).
@@ -124,12 +171,13 @@ def evaluate_mot(gt: str | Path, predictions: str | Path, class_mode: str = AUTO
         try:
             pred_table = (read_mot_file(pair.pred, length) if pair.pred is not None
                           else _empty_table(Path(predictions)))
-            subsets = split(gt_table, pred_table, min_visibility)
+            gt_used, pred_used = _select(evaluation, pair.name, gt_table, pred_table, frames)
+            subsets = split(gt_used, pred_used, min_visibility)
         except EvalInputError as err:
             evaluation.failed[pair.name] = str(err)
             continue
         for subset in subsets:
-            data = build_sequence(gt_table, pred_table, subset)
+            data = build_sequence(gt_used, pred_used, subset)
             evaluation.results.append(SequenceResult(
                 pair.name, subset.label, hota_counts(data), clear_counts(data),
                 identity_counts(data)))
