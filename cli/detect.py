@@ -97,7 +97,9 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
          max_det: int, imgsz: int | None, batch_size: int, device: str, half: bool,
          out: Path | None, name: str, save_images: bool, save_json: bool, save_txt: bool,
          save_masks: bool, line_width: int | None, hide_labels: bool, hide_conf: bool,
-         vid_stride: int, start: float | None, end: float | None, quiet: bool) -> None:
+         vid_stride: int, start: float | None, end: float | None, quiet: bool,
+         slice_size: int | None = None, slice_overlap: float = 0.2, slice_merge: str = "nms",
+         slice_full: bool = False) -> None:
     # Our own one-line messages say what is wrong with a video; FFmpeg's log would come first.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from detseg.engine.device import select_device
@@ -109,6 +111,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         find_inputs,
     )
     from detseg.engine.predictor import Predictor
+    from detseg.engine.slicing import SliceOptions
     from detseg.errors import UsageError
     from detseg.runs import check_run_name
 
@@ -116,6 +119,10 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         fail("--iou applies to detectors (`detseg detect`)")
     if out is None:
         check_run_name(name)
+    if slice_size is None and (slice_overlap != 0.2 or slice_merge != "nms" or slice_full):
+        fail("--slice-overlap, --slice-merge and --slice-full apply with --slice SIZE")
+    slicing = (SliceOptions(slice_size, slice_overlap, slice_merge, slice_full)
+               if slice_size is not None else None)
     outputs = OutputOptions(save_images=save_images, save_json=save_json, save_txt=save_txt,
                             save_masks=save_masks, line_width=line_width,
                             hide_labels=hide_labels, hide_conf=hide_conf)
@@ -134,7 +141,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
                           imgsz=imgsz, batch_size=batch_size, half=half, iou=iou,
-                          need_trained=True)
+                          need_trained=True, slicing=slicing)
     semantic = predictor.task == "semantic"
     if semantic and command == "detect":
         raise UsageError(f"{predictor.spec.family} is a semantic segmentation model; use "
@@ -185,6 +192,9 @@ def _summary(report: Any, predictor: Any, semantic: bool) -> None:
                   f"{ms['inference']:.1f} ms inference, {ms['postprocess']:.1f} ms postprocess "
                   f"(batch {predictor.batch_size}, {predictor.device}"
                   f"{', fp16' if predictor.half_active else ''})", highlight=False)
+    if predictor.slicing is not None:
+        console.print(f"sliced: {predictor.slicing.describe()} (pictures larger than a tile)",
+                      highlight=False)
     for video in report.videos:
         console.print(f"video {video.source}: {video.frames} frames at {video.fps:.1f} fps -> "
                       f"{video.output}", highlight=False)
@@ -284,13 +294,32 @@ def _command(command: str):
                                          help="Video end time in seconds."),
         quiet: bool = typer.Option(False, "--quiet", "-q",
                                    help="No progress bars or summary; errors only."),
+        slice_size: int | None = typer.Option(
+            None, "--slice", metavar="SIZE",
+            help="Sliced inference for small objects in large pictures: cut pictures larger "
+                 "than SIZE pixels into overlapping SIZE x SIZE tiles, run the tiles "
+                 "(--batch-size at a time) and "
+                 + ("blend their class scores over the overlap." if semantic
+                    else "merge their detections per class, one per object.")),
+        slice_overlap: float = typer.Option(
+            0.2, "--slice-overlap", metavar="FRAC",
+            help="Overlap of neighbouring tiles, a fraction of SIZE in [0, 1)."),
+        slice_merge: str = typer.Option(
+            "nms", "--slice-merge", hidden=semantic,
+            help="How matched detections of neighbouring tiles become one: nms (keep the best) "
+                 "or gnmm (greedy merging as SAHI: the union of their boxes and masks)."),
+        slice_full: bool = typer.Option(
+            False, "--slice-full/--no-slice-full",
+            help="Also run the whole picture and merge it in (large objects no tile holds "
+                 "whole)."),
     ) -> None:
         _run(command, sources, model=model, weights=weights, backbone=backbone, conf=conf,
              iou=iou, classes=classes, max_det=max_det, imgsz=imgsz, batch_size=batch_size,
              device=device, half=half, out=out, name=name, save_images=save_images,
              save_json=save_json, save_txt=save_txt, save_masks=save_masks,
              line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf,
-             vid_stride=vid_stride, start=start, end=end, quiet=quiet)
+             vid_stride=vid_stride, start=start, end=end, quiet=quiet, slice_size=slice_size,
+             slice_overlap=slice_overlap, slice_merge=slice_merge, slice_full=slice_full)
 
     what = ("Semantic segmentation (one class per pixel)" if semantic
             else "Object detection and instance segmentation")
