@@ -41,8 +41,11 @@ def _gt_sequences(gt: Path) -> list[tuple[str, Path, Path]]:
         return [(name, gt, folder / "seqinfo.ini")]
     if (gt / "gt" / "gt.txt").is_file():
         return [(gt.resolve().name, gt / "gt" / "gt.txt", gt / "seqinfo.ini")]
-    found = [(d.name, d / "gt" / "gt.txt", d / "seqinfo.ini")
-             for d in sorted(gt.iterdir()) if (d / "gt" / "gt.txt").is_file()]
+    try:
+        found = [(d.name, d / "gt" / "gt.txt", d / "seqinfo.ini")
+                 for d in sorted(gt.iterdir()) if (d / "gt" / "gt.txt").is_file()]
+    except OSError as err:
+        raise UsageError(f"--mot {gt}: cannot read the folder ({err.strerror or err})") from None
     if not found:
         raise UsageError(f"--mot {gt}: no ground truth found (expected a MOT text file, "
                          f"SEQ/gt/gt.txt, or <seq>/gt/gt.txt folders)")
@@ -60,7 +63,11 @@ def _prediction_for(pred: Path, name: str) -> Path | None:
 
 
 def _prediction_files(pred: Path) -> list[Path]:
-    return sorted(p for p in [*pred.glob("*.txt"), *pred.glob("data/*.txt")] if p.is_file())
+    try:
+        return sorted(p for p in [*pred.glob("*.txt"), *pred.glob("data/*.txt")] if p.is_file())
+    except OSError as err:
+        raise UsageError(f"--predictions {pred}: cannot read the folder ({err.strerror or err})") \
+            from None
 
 
 def pair_sequences(gt: str | Path, pred: str | Path) -> Pairing:

@@ -103,5 +103,5 @@ def mot_tables(metrics: dict[str, Any]) -> list[Table]:
                  for s, c, m in rows])
 
     mode = metrics["class_mode"]
-    return [table(f"HOTA and identity ({mode} classes; fractions 0-1)", HOTA_COLUMNS),
+    return [table(f"HOTA and identity (--mot-classes {mode}; fractions 0-1)", HOTA_COLUMNS),
             table("CLEAR MOT (MOTA, MOTP fractions; the rest counts)", CLEAR_COLUMNS)]
