@@ -15,7 +15,13 @@ import typer
 
 from .console import console, fail, print_table, warn
 from .eval_mot import MOT_CLASSES_HELP, MOT_FRAMES_HELP, MOT_VISIBILITY_HELP, mot_command
-from .eval_report import check_images_folder, observer, report_from_files, report_from_model
+from .eval_report import (
+    check_images_folder,
+    load_inputs,
+    observer,
+    report_from_files,
+    report_from_model,
+)
 
 DATA_ENV = "DETSEG_DATA"
 
@@ -187,10 +193,13 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
     from detseg.eval.metrics_files import detection_tables, write_detection_files
 
+    gt, results = load_inputs(ann, predictions) if report else (ann, predictions)
     if backend == "pycocotools":
-        evaluation = evaluate_with_pycocotools(ann, predictions, iou_type)
+        evaluation = evaluate_with_pycocotools(gt, results, iou_type, source=str(predictions),
+                                               gt_source=str(ann))
     else:
-        evaluation = COCOEvaluator(ann, iou_type).evaluate(predictions)
+        evaluation = COCOEvaluator(gt, iou_type, source=str(ann)).evaluate(
+            results, source=str(predictions))
     for line in evaluation.warnings:  # entries skipped or ignored, each named
         warn(line)
     evals = {iou_type: evaluation}
@@ -199,7 +208,8 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     written = write_detection_files(metrics, evals, out_dir, plots)
     pictures_failed = False
     if report:
-        extra, pictures_failed = report_from_files(ann, predictions, images, evals, out_dir)
+        extra, pictures_failed = report_from_files(ann, predictions, gt, results, images,
+                                                   evals, out_dir)
         written += extra
     if as_json:
         from .console import print_json

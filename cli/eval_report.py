@@ -29,15 +29,20 @@ def check_images_folder(images: Path | None) -> str | None:
     return None
 
 
-def report_from_files(ann: Path, predictions: Path, images: Path | None,
-                      evals: dict[str, Any], out_dir: Path) -> tuple[list[Path], bool]:
-    """The report of a scored results file; ``(files written, some picture failed)``."""
+def load_inputs(ann: Path, predictions: Path) -> tuple[Any, Any]:
+    """The ground truth and results files parsed once, for the evaluation and the report."""
     from detseg.eval.coco_map import load_json
+
+    return load_json(ann, "ground-truth"), load_json(predictions, "results")
+
+
+def report_from_files(ann: Path, predictions: Path, gt: Any, results: Any, images: Path | None,
+                      evals: dict[str, Any], out_dir: Path) -> tuple[list[Path], bool]:
+    """The report of a scored results file (``gt`` and ``results`` parsed by ``load_inputs``);
+    ``(files written, some picture failed)``."""
     from detseg.report.build import detection_report
     from detseg.report.pictures import PictureSource
 
-    gt = load_json(ann, "ground-truth")
-    results = load_json(predictions, "results")
     pictures = None if images is None else PictureSource.from_folder(images, gt.get("images", []))
     files = detection_report(out_dir, evals, gt, results, pictures,
                              [f"ground truth {ann}", f"results {predictions}"]

@@ -189,7 +189,7 @@ def test_segm_report_without_pictures_lists_capped_cases(chromium, tmp_path, mon
                                                                      *NAMES]
 
 
-def test_missing_and_corrupt_pictures_are_named_and_the_report_still_written(
+def test_missing_pictures_and_bad_entries_are_named_and_the_report_still_written(
         planted, tmp_path, monkeypatch, capsys):
     import shutil
 
@@ -198,11 +198,16 @@ def test_missing_and_corrupt_pictures_are_named_and_the_report_still_written(
     shutil.copytree(images_dir, images)
     (images / "pic_1.jpg").unlink()
     (images / "sub" / "pic_2.png").write_bytes(b"not a picture")
+    # Bad results entries too: skipped and named by the evaluator, left out of the pictures.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(json.loads(res_path.read_text()) + [
+        {"image_id": 3, "category_id": 1, "bbox": "x", "score": 0.9},
+        {"image_id": [3], "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9}, 7]))
     out = tmp_path / "run"
     code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
-                             res_path, "--images", images, "--report", "--no-plots", "--out",
-                             out)
+                             bad, "--images", images, "--report", "--no-plots", "--out", out)
     assert code == 1
+    assert "results[20]: bbox 'x' is not [x, y, w, h]; skipped" in stderr
     assert f"{images / 'pic_1.jpg'}: missing" in stderr
     assert f"{images / 'sub' / 'pic_2.png'}: cannot decode the picture" in stderr
     assert stderr.count("pic_1.jpg") == 1          # named once, however often it is needed

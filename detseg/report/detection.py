@@ -107,6 +107,12 @@ def _class_table(section_id: str, metrics: COCOMetrics,
                            ["class", "AP", "AP50", "AR", "GT", "TP", "FP", "FN"], rows)
 
 
+def _columns(left: list[str], right: list[str]) -> str:
+    """Two columns side by side (stacked on a narrow window)."""
+    return (f'<div class="row2"><div class="col">{"".join(left)}</div>'
+            f'<div class="col">{"".join(right)}</div></div>')
+
+
 def _pr_view(key: str) -> str:
     return (f'<div class="pr-view" data-src="{key}"><label>class <select></select></label>'
             '<div class="pr-host"></div></div>')
@@ -142,37 +148,33 @@ def detection_section(metrics: COCOMetrics, analysis: DetectionAnalysis | None,
     """The report section of one IoU type."""
     sid = metrics.iou_type
     data: dict[str, Any] = {f"{sid}.pr": pr_curves(metrics)}
-    body = [_summary(metrics), "<h3>Per class</h3>",
-            _class_table(sid, metrics, analysis, threshold),
-            "<h3>Precision-recall curves</h3>",
-            note("Interpolated precision at the 101 recall thresholds of the COCO evaluation "
-                 "(area all, 100 detections), at IoU 0.5 and averaged over IoU 0.5:0.95."),
-            _pr_view(f"{sid}.pr")]
+    pr = ["<h3>Precision-recall curves</h3>",
+          note("Interpolated precision at the 101 recall thresholds of the COCO evaluation "
+               "(area all, 100 detections), at IoU 0.5 and averaged over IoU 0.5:0.95."),
+          _pr_view(f"{sid}.pr")]
+    body = [_summary(metrics),
+            _columns(["<h3>Per class</h3>", _class_table(sid, metrics, analysis, threshold)],
+                     pr)]
     if analysis is not None:
         data[f"{sid}.confusion"] = confusion_data(analysis)
         data[f"{sid}.tide"] = tide_data(analysis.tide)
-        body += [
+        confusion = [
             "<h3>Confusion matrix</h3>",
             note(f"Detections with score >= {threshold:g} matched to the ground truth at IoU "
                  "0.5. Rows are the true class, columns the predicted class; the background "
-                 "row holds false alarms (a detection on no object) and the background column "
+                 "row holds false alarms (a detection on no object), the background column "
                  "the missed objects."),
-            _matrix_view(f"{sid}.confusion"),
+            _matrix_view(f"{sid}.confusion")]
+        tide = [
             "<h3>Error breakdown (TIDE)</h3>",
-            note("dAP50: how many AP50 points fixing each kind of error would add (Bolya et "
-                 "al., ECCV 2020; IoU 0.5, background below IoU 0.1). Cls: right place, wrong "
+            note("dAP50: the AP50 points fixing each kind of error would add (Bolya et al., "
+                 "ECCV 2020; IoU 0.5, background below IoU 0.1). Cls: right place, wrong "
                  "class; Loc: right class, poor box; Both: both wrong; Dupe: a duplicate of a "
                  "detected object; Bkg: detection on background; Miss: object never detected. "
                  "FalsePos / FalseNeg: all false positives / all missed objects fixed."),
-            f'<div class="row2"><div class="tide-view" data-src="{sid}.tide"></div>'
-            f"{_tide_table(sid, analysis.tide, analysis.ap50)}</div>",
-        ]
+            f'<div class="tide-view" data-src="{sid}.tide"></div>',
+            note(f"AP50 by TIDE's matching: {analysis.ap50:.2f} points.")]
+        body.append(_columns(confusion, tide))
         body += detection_galleries(sid, analysis, pictures, gt, results, threshold)
     return Section(sid, TITLES.get(sid, sid), "".join(body), data)
 
-
-def _tide_table(section_id: str, tide: dict[str, float], ap50: float) -> str:
-    keys = [k for k, _ in TIDE_MAIN + TIDE_SPECIAL if k in tide]
-    return table(f"{section_id}-tide", ["error", "dAP50"],
-                 [[k, float(tide[k])] for k in keys], sortable=False,
-                 caption=f"AP50 of the analysis: {ap50:.2f} points")

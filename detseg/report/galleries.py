@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detseg.data.masks import decode_segmentation
+from detseg.data.masks import decode_segmentation, segmentation_problem
+from detseg.eval.coco.json_input import box_problem, finite_number
 from detseg.report.html import esc, note
 from detseg.report.pictures import (
     GALLERY_SIZE,
@@ -55,10 +56,9 @@ class _Drawer:
                 color: tuple[int, int, int]) -> None:
         if not self.segm or segmentation is None or image_id not in self.sizes:
             return
-        try:
-            mask = decode_segmentation(segmentation, *self.sizes[image_id])
-        except (ValueError, TypeError, KeyError):  # a segmentation the picture cannot show
-            return
+        if segmentation_problem(segmentation, *self.sizes[image_id]) is not None:
+            return  # the evaluator skipped it and named it already
+        mask = decode_segmentation(segmentation, *self.sizes[image_id])
         draw_outline(image, view.mask(mask, image.shape[:2]), color)
 
     def case(self, case: ErrorCase, missed: bool) -> str:
@@ -114,6 +114,13 @@ def _gallery(section_id: str, kind: str, figures: list[str], empty: str) -> str:
     return f'<div class="gallery" id="{esc(section_id)}-{kind}">{"".join(figures)}</div>'
 
 
+def _usable(entry: Any, images: set[int]) -> bool:
+    """An annotation or result of one of ``images`` with a usable box (the files' bad entries
+    were skipped and named by the evaluator)."""
+    return (isinstance(entry, dict) and type(entry.get("image_id")) is int
+            and entry["image_id"] in images and box_problem(entry.get("bbox")) is None)
+
+
 def _area(case: ErrorCase) -> float:
     return float(case.box_xywh[2]) * float(case.box_xywh[3])
 
@@ -123,8 +130,9 @@ def detection_galleries(section_id: str, analysis: DetectionAnalysis,
                         results: list[dict[str, Any]], threshold: float) -> list[str]:
     """HTML of the three galleries of a section (``section_id``: ``bbox`` or ``segm``)."""
     names = dict(zip(analysis.category_ids, analysis.class_names, strict=True))
-    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in gt.get("images", [])
-             if "height" in im and "width" in im}
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt.get("images", [])
+             if isinstance(im, dict) and all(type(im.get(k)) is int
+                                             for k in ("id", "height", "width"))}
     drawer = _Drawer(pictures, names, sizes, section_id == "segm")
     fps = sorted(analysis.false_positives, key=lambda c: -(c.score or 0.0))[:GALLERY_SIZE]
     missed = sorted(analysis.missed, key=lambda c: -_area(c))[:GALLERY_SIZE]
@@ -133,12 +141,12 @@ def detection_galleries(section_id: str, analysis: DetectionAnalysis,
     wanted = {im.image_id for im in worst}
     truth: dict[int, list[dict]] = defaultdict(list)
     for ann in gt.get("annotations", []):
-        if ann.get("image_id") in wanted and "bbox" in ann:
+        if _usable(ann, wanted) and not ann.get("iscrowd"):
             truth[ann["image_id"]].append(ann)
     detections: dict[int, list[dict]] = defaultdict(list)
     for det in results:
-        if det.get("image_id") in wanted and "bbox" in det \
-                and float(det.get("score", 0.0)) >= threshold:
+        if _usable(det, wanted) and finite_number(det.get("score")) \
+                and det["score"] >= threshold:
             detections[det["image_id"]].append(det)
     cases: dict[int, list[tuple[ErrorCase, bool]]] = defaultdict(list)
     for missed_flag, group in ((False, analysis.false_positives), (True, analysis.missed)):

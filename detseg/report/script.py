@@ -94,10 +94,10 @@ JS = r"""
       var pts = c.map(function (p, j) { return x(pr.recall[j]) + "," + y(Math.max(p, 0)); });
       chart.appendChild(svg("polyline", {points: pts.join(" "), fill: "none",
                                          stroke: colors[i], "stroke-width": 2}));
-      chart.appendChild(svg("line", {x1: W - 150, x2: W - 130, y1: T + 12 + 16 * i,
-                                     y2: T + 12 + 16 * i, stroke: colors[i],
+      var ly = H - B - 34 + 16 * i;
+      chart.appendChild(svg("line", {x1: L + 10, x2: L + 30, y1: ly, y2: ly, stroke: colors[i],
                                      "stroke-width": 2}));
-      chart.appendChild(svg("text", {x: W - 125, y: T + 16 + 16 * i}, names[i]));
+      chart.appendChild(svg("text", {x: L + 35, y: ly + 4}, names[i]));
       drawn++;
     });
     if (!drawn) {

@@ -37,7 +37,9 @@ table.sortable th.desc::after { content: " \\25BC"; font-size: 10px; }
 .toggle button.on { background: var(--accent); color: #fff; border-color: var(--accent); }
 .chart { background: #fff; }
 .chart text { font-size: 11px; fill: var(--muted); }
-.row2 { display: flex; flex-wrap: wrap; gap: 28px; align-items: flex-start; }
+.row2 { display: flex; flex-wrap: wrap; gap: 36px; align-items: flex-start; }
+.col { flex: 1 1 460px; min-width: 0; }
+.col p.note { max-width: 560px; }
 .gallery { display: flex; flex-wrap: wrap; gap: 10px; }
 .gallery figure { margin: 0; width: 204px; border: 1px solid var(--line); border-radius: 6px;
                   padding: 5px; background: #fbfcfd; }
