@@ -235,28 +235,30 @@ def test_classes_are_never_mixed(name: str) -> None:
     assert max(max(f.values(), default=0) for f in agnostic) >= 1
 
 
+@pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("name", TRACKERS.names())
 def test_degenerate_frames_do_not_break_tracking(name: str) -> None:
-    """Empty frames, NaN / inf / zero-area / inverted boxes and a NaN score are dropped; the
-    other rows keep their ids and det_index points at the caller's rows."""
+    """Empty frames, NaN / inf / zero-area / inverted / sub-pixel-thin / astronomically large
+    boxes and a NaN score are dropped without a warning; the other rows keep their ids and
+    det_index points at the caller's rows."""
     tracker = build_tracker(name)
-    box = np.array([[10.5, 20.5, 53.0, 91.0]], dtype=np.float32)
+    box = np.array([[10.5, 20.5, 53.0, 91.0]])
     bad = np.array([[np.nan, 1, 5, 5], [0, 0, np.inf, 9], [7, 7, 7, 30], [30, 30, 20, 40],
-                    [100, 100, 140, 150]], dtype=np.float32)
+                    [0, 0, 10, 1e-30], [0, 0, 1e300, 1e300], [100, 100, 140, 150]])
     one = np.array([0.9], dtype=np.float32)
     for t in range(12):
-        shift = np.float32(2 * t)
+        shift = 2.0 * t
         if t in (4, 5):
             out = tracker.update(np.empty((0, 4), np.float32), np.empty(0, np.float32),
                                  np.empty(0, np.int64))
             assert len(out) == 0 and out.boxes_xyxy.shape == (0, 4)
             continue
         boxes = np.concatenate([bad, box + [shift, 0, shift, 0]])
-        scores = np.array([0.9, 0.9, 0.9, 0.9, np.nan, 0.95], dtype=np.float32)
-        out = tracker.update(boxes, scores, np.zeros(6, dtype=np.int64))
+        scores = np.array([0.9] * 6 + [np.nan, 0.95])
+        out = tracker.update(boxes, scores, np.zeros(8, dtype=np.int64))
         if len(out):
-            assert out.det_index.tolist() == [5] and out.ids.tolist() == [1]
-            assert np.allclose(out.boxes_xyxy, boxes[5:])
+            assert out.det_index.tolist() == [7] and out.ids.tolist() == [1]
+            assert np.allclose(out.boxes_xyxy, boxes[7:])
     assert tracker.update(box, one, np.zeros(1, np.int64)).ids.tolist() in ([1], [])
     tracker.reset()
     out = tracker.update(box, one, np.zeros(1, np.int64))

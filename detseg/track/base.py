@@ -2,8 +2,9 @@
 
 A ``Tracker`` is fed one frame at a time (``update``) with the detector's boxes (``(N, 4)`` xyxy
 float pixels), scores ``(N,)`` and class ids ``(N,)``, and returns the confirmed tracks seen in
-that frame as ``TrackedObjects``. Rows whose box or score is not finite, or whose box has no
-area, are dropped before tracking (``det_index`` still refers to the caller's rows).
+that frame as ``TrackedObjects``. Rows whose box or score is not finite, or whose box has no area
+(``clean_detections``), are dropped before tracking (``det_index`` still refers to the caller's
+rows).
 
 Each tracker declares its parameters as a frozen dataclass (``Tracker.params``) whose fields
 carry a default and ``metadata={"help": ..., "min": ..., "max": ...}``: the CLI builds its
@@ -21,6 +22,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detseg.errors import UsageError
+
+#: pixels: shorter box sides are no box (the Kalman filters' noise scales with the height)
+MIN_SIDE = 1e-3
+#: pixels: larger coordinates are no box either (their areas would overflow float64 squares)
+MAX_COORD = 1e7
 
 
 def param(default: Any, help: str, low: float | None = None, high: float | None = None) -> Any:
@@ -113,8 +119,9 @@ class Frame:
 def clean_detections(boxes_xyxy: Any, scores: Any, classes: Any) -> Frame:
     """Validate the shapes of one frame's detections and keep the usable rows.
 
-    Raises ``UsageError`` naming the argument whose shape is wrong. Rows with a non-finite box
-    or score, or a box of zero or negative width or height, are dropped.
+    Raises ``UsageError`` naming the argument whose shape is wrong. Rows with a non-finite
+    score, a coordinate that is not finite or beyond ``MAX_COORD``, or a side shorter than
+    ``MIN_SIDE`` (zero-area and inverted boxes) are dropped.
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float64)
     if boxes.size == 0:
@@ -129,8 +136,9 @@ def clean_detections(boxes_xyxy: Any, scores: Any, classes: Any) -> Frame:
             raise UsageError(f"{name} must have one value per box ({n}), got {len(arr)}")
     if n and not np.issubdtype(cls.dtype, np.integer):
         raise UsageError(f"classes must be integers, got dtype {cls.dtype}")
-    keep = np.isfinite(boxes).all(axis=1) & np.isfinite(score)
-    keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    with np.errstate(invalid="ignore"):
+        keep = (np.abs(boxes) <= MAX_COORD).all(axis=1) & np.isfinite(score)
+        keep &= (boxes[:, 2] - boxes[:, 0] >= MIN_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_SIDE)
     rows = np.flatnonzero(keep).astype(np.int64)
     return Frame(boxes[rows], score[rows], cls[rows].astype(np.int64), rows)
 
