@@ -159,6 +159,14 @@ def register(app: typer.Typer) -> None:
                                       help="Also compute the losses on the validation split "
                                            "every epoch (off: one pass less; always on with "
                                            "no metrics); can change on --resume."),
+        ema: bool = typer.Option(None, "--ema/--no-ema",
+                                 help="Keep an EMA of the weights; validation and best.pt "
+                                      "use it (default off)."),
+        mosaic: float = typer.Option(None, "--mosaic", min=0.0, max=1.0,
+                                     help="Probability of a four-image mosaic sample "
+                                          "(detection; default 0: off)."),
+        close_mosaic: int = typer.Option(None, "--close-mosaic", min=0,
+                                         help="No mosaic in the last N epochs (default 10)."),
         roi_samples: int = typer.Option(None, "--roi-samples", min=1,
                                         help="R-CNN proposals sampled per image in training "
                                              "(default 512; fewer is faster)."),
@@ -200,6 +208,7 @@ def register(app: typer.Typer) -> None:
             "backbone_lr_scale": backbone_lr_scale, "accumulate": accumulate,
             "patience": patience, "amp": amp, "device": device, "threads": threads,
             "eval_max_images": eval_max_images, "val_loss": val_loss,
+            "ema": ema, "mosaic": mosaic, "close_mosaic": close_mosaic,
             "roi_samples": roi_samples,
             "train_split": train_split, "val_split": val_split,
         }.items() if value is not None}

@@ -32,7 +32,11 @@ class TrainConfig:
     and after the last one (``0``: never, validation losses only). ``val_loss`` adds the loss
     terms on the validation split to every epoch (``val/`` columns of ``results.csv``); off by
     default, as they cost about one more pass over the split; always on when
-    ``eval_interval`` is 0, where they pick ``best.pt``.
+    ``eval_interval`` is 0, where they pick ``best.pt``. ``ema`` keeps an exponential moving
+    average of the weights (decay ``ema_decay``, ramped up over the first 2000 steps): it is
+    what validation scores and what ``best.pt`` holds. ``mosaic`` is the probability that a
+    detection training sample is a four-image mosaic (0: off), switched off for the last
+    ``close_mosaic`` epochs.
     """
 
     model: str | None
@@ -68,6 +72,10 @@ class TrainConfig:
     eval_max_images: int | None = None
     eval_interval: int = 1
     val_loss: bool = False
+    ema: bool = False
+    ema_decay: float = 0.9999
+    mosaic: float = 0.0
+    close_mosaic: int = 10
     roi_samples: int | None = None
     plots: bool = True
     threads: int | None = None
@@ -81,7 +89,7 @@ class TrainConfig:
         """Raise ``UsageError`` naming the first field whose value cannot work."""
         at_least = {"epochs": 1, "batch_size": 1, "accumulate": 1, "workers": 0, "freeze": 0,
                     "patience": 0, "eval_interval": 0, "imgsz": MIN_IMGSZ, "crop": MIN_IMGSZ,
-                    "eval_max_images": 1, "roi_samples": 1, "threads": 1}
+                    "eval_max_images": 1, "roi_samples": 1, "threads": 1, "close_mosaic": 0}
         for name, low in at_least.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -100,6 +108,10 @@ class TrainConfig:
         for name, value in non_negative.items():
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UsageError(f"{name} must be a number >= 0, got {value}")
+        if not 0 < self.ema_decay < 1:
+            raise UsageError(f"ema_decay must be within (0, 1), got {self.ema_decay}")
+        if not 0 <= self.mosaic <= 1:
+            raise UsageError(f"mosaic must be a probability within [0, 1], got {self.mosaic}")
         if not 0 <= self.max_bad_fraction <= 1:
             raise UsageError(f"max_bad_fraction must be within [0, 1], got "
                              f"{self.max_bad_fraction}")

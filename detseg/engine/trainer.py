@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from detseg.data.mosaic import MosaicDataset
 from detseg.engine import distributed as ddp
 from detseg.engine.checkpointing import (
     capture_rng_state,
@@ -36,6 +37,7 @@ from detseg.engine.checkpointing import (
 )
 from detseg.engine.curves import write_results_csv
 from detseg.engine.device import select_device
+from detseg.engine.ema import ModelEMA
 from detseg.engine.interrupts import ignore_sigint, stop_on_sigint
 from detseg.engine.loading import (
     Batch,
@@ -159,6 +161,7 @@ class Trainer:
             self._message(f"froze the first {cfg.freeze} backbone stages ({len(names)} tensors)")
         model.to(self.device)
         self.model = model
+        self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
         self.ddp_model: nn.Module = model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -172,6 +175,8 @@ class Trainer:
         from detseg.data.transforms import build_transforms
 
         cfg, imgsz = self.config, self.config.imgsz or self.spec.input_size
+        if cfg.mosaic and not isinstance(self.train_set, MosaicDataset):
+            self.train_set = MosaicDataset(self.train_set, imgsz, p=cfg.mosaic)
         self.train_set.transforms = build_transforms(cfg.augment, train=True, task=self.task,
                                                      imgsz=imgsz, crop=cfg.crop)
         # Validation losses see images as training does (metrics use the originals).
@@ -215,6 +220,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "bad_samples": self.bad_total,
             "world_size": self.dist.world_size,
+            **({"ema": self.ema.state_dict()} if self.ema else {}),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -226,6 +232,8 @@ class Trainer:
         self.best_fitness = state.get("best_fitness")
         self.best_epoch = state.get("best_epoch")
         self.bad_total = int(state.get("bad_samples", 0))
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.start_epoch = int(state["epoch"])
         self.start_batch = int(state["batch"])
         if self.start_batch:
@@ -252,10 +260,11 @@ class Trainer:
         return cls(config, Path(checkpoint).parent, callbacks, resume_state=state,
                    handle_sigint=handle_sigint)
 
-    def _save(self, name: str, extra: dict[str, Any]) -> Path:
+    def _save(self, name: str, extra: dict[str, Any], model: nn.Module | None = None) -> Path:
         from detseg.weights import save_checkpoint
 
-        return save_checkpoint(self.out_dir / name, self.model.state_dict(), self.spec, **extra)
+        weights = (model or self.model).state_dict()
+        return save_checkpoint(self.out_dir / name, weights, self.spec, **extra)
 
     def _save_last(self, epoch: int, batch: int) -> Path | None:
         if not self.dist.is_main:
@@ -293,6 +302,8 @@ class Trainer:
             self._resume_rng = None
         else:
             seed_everything(derive_seed(cfg.seed, epoch, self.dist.rank))
+        if isinstance(self.train_set, MosaicDataset):
+            self.train_set.enabled = epoch < cfg.epochs - cfg.close_mosaic
         self._set_train_mode()
         loader = self._loader(epoch, start_batch)
         nb = self.batches_per_epoch
@@ -362,6 +373,8 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     # ---------------------------------------------------------------- loop
     def _sigint_saves(self) -> contextlib.AbstractContextManager:
@@ -430,9 +443,10 @@ class Trainer:
             cb.on_validation_start(epoch)
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({f"train/{k}": v for k, v in train_losses.items()})
-        row.update(self.validation.loss_row(self.model))
+        scored = self.ema.module if self.ema is not None else self.model
+        row.update(self.validation.loss_row(scored))
         if self._metrics_due(epoch):
-            row.update(self.validation.metric_row(self.model))
+            row.update(self.validation.metric_row(scored))
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["time_s"] = time.perf_counter() - t0
         self.history.append(row)
@@ -445,7 +459,7 @@ class Trainer:
             self._save_last(epoch + 1, 0)
             if improved:
                 self._save("best.pt", {"epoch": epoch + 1, "metrics": row,
-                                       "train_args": cfg.to_dict()})
+                                       "train_args": cfg.to_dict()}, scored)
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, row)
         if cfg.patience and self.best_epoch is not None \
