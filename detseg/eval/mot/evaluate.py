@@ -21,7 +21,7 @@ from .hota import ALPHAS, HotaCounts, combine_hota, hota_counts, hota_curves, ho
 from .identity import IdentityCounts, combine_identity, identity_counts, identity_summary
 from .io import MotTable, read_mot_file, read_seq_length
 from .layout import SequencePair, pair_sequences
-from .preprocess import AUTO, CLASS_MODES, resolve_class_mode
+from .preprocess import AUTO, CLASS_MODES, FrameRange, resolve_class_mode
 from .sequence import build_sequence
 
 
@@ -83,40 +83,6 @@ def alpha_curves(results: Sequence[SequenceResult]) -> dict[str, list[float]]:
     curves = hota_curves(combine_hota([r.hota for r in results]))
     return {"alpha": [round(float(a), 2) for a in ALPHAS],
             **{k: [float(v) for v in curve] for k, curve in curves.items()}}
-
-
-@dataclass(frozen=True)
-class FrameRange:
-    """The frames scored: ``start``..``end`` (inclusive, from 1; ``None``: the last), every
-    ``step``-th from ``start`` - the frames ``detseg track --start/--end/--vid-stride`` ran."""
-
-    start: int = 1
-    end: int | None = None
-    step: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> FrameRange:
-        """``START:END:STEP`` (any part may be empty: 1, the last frame, 1); ``UsageError``
-        naming ``--mot-frames`` for anything else."""
-        parts = text.split(":")
-        try:
-            if len(parts) > 3:
-                raise ValueError
-            values = [int(p) if p.strip() else None for p in parts] + [None] * (3 - len(parts))
-        except ValueError:
-            raise UsageError(f"--mot-frames must be START:END:STEP (whole numbers), got "
-                             f"{text!r}") from None
-        start, end, step = (1 if values[0] is None else values[0], values[1],
-                            1 if values[2] is None else values[2])
-        if start < 1 or step < 1 or (end is not None and end < start):
-            raise UsageError(f"--mot-frames {text!r}: frames count from 1, END must not be "
-                             f"before START and STEP must be at least 1")
-        return cls(start, end, step)
-
-    def mask(self, frames: np.ndarray) -> np.ndarray:
-        """Bool ``[N]``: which of ``frames`` (int ``[N]``) are scored."""
-        last = np.inf if self.end is None else self.end
-        return (frames >= self.start) & (frames <= last) & ((frames - self.start) % self.step == 0)
 
 
 def _empty_table(path: Path) -> MotTable:

@@ -15,7 +15,8 @@ this evaluation at all). The class modes, in ``CLASS_MODES``:
   class-k predictions (the prediction file must carry classes in column 8).
 
 With a minimum visibility V > 0, a target whose visibility (column 9) is below V becomes a
-distractor: it is neither a miss nor a false positive.
+distractor: it is neither a miss nor a false positive. A ``FrameRange`` keeps the rows of the
+frames a tracker ran on.
 """
 
 from __future__ import annotations
@@ -140,3 +141,37 @@ def resolve_class_mode(name: str, ground_truths: Sequence[MotTable]) -> str:
         if np.any((gt.classes > 1) & ~_considered(gt)):
             return "pedestrian"
     return "all"
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """The frames scored: ``start``..``end`` (inclusive, from 1; ``None``: the last), every
+    ``step``-th from ``start`` - the frames ``detseg track --start/--end/--vid-stride`` ran."""
+
+    start: int = 1
+    end: int | None = None
+    step: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FrameRange:
+        """``START:END:STEP`` (any part may be empty: 1, the last frame, 1); ``UsageError``
+        naming ``--mot-frames`` for anything else."""
+        parts = text.split(":")
+        try:
+            if len(parts) > 3:
+                raise ValueError
+            values = [int(p) if p.strip() else None for p in parts] + [None] * (3 - len(parts))
+        except ValueError:
+            raise UsageError(f"--mot-frames must be START:END:STEP (whole numbers), got "
+                             f"{text!r}") from None
+        start, end, step = (1 if values[0] is None else values[0], values[1],
+                            1 if values[2] is None else values[2])
+        if start < 1 or step < 1 or (end is not None and end < start):
+            raise UsageError(f"--mot-frames {text!r}: frames count from 1, END must not be "
+                             f"before START and STEP must be at least 1")
+        return cls(start, end, step)
+
+    def mask(self, frames: np.ndarray) -> np.ndarray:
+        """Bool ``[N]``: which of ``frames`` (int ``[N]``) are scored."""
+        last = np.inf if self.end is None else self.end
+        return (frames >= self.start) & (frames <= last) & ((frames - self.start) % self.step == 0)
