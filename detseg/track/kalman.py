@@ -18,15 +18,15 @@ def _predict(x: np.ndarray, p: np.ndarray, f: np.ndarray,
     return f @ x, f @ p @ f.T + q
 
 
-def _update(x: np.ndarray, p: np.ndarray, z: np.ndarray, h: np.ndarray,
+def _update(x: np.ndarray, p: np.ndarray, z: np.ndarray,
             r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior of ``(x, p)`` given measurement ``z = h x + noise(r)`` (Joseph form)."""
-    pht = p @ h.T
-    s = h @ pht + r
-    k = np.linalg.solve(s, pht.T).T
-    x = x + k @ (z - h @ x)
-    i_kh = np.eye(len(x)) - k @ h
-    return x, i_kh @ p @ i_kh.T + k @ r @ k.T
+    """Posterior of ``(x, p)`` given a measurement ``z`` of the first ``len(z)`` state entries
+    with noise covariance ``r`` (so ``H = [I 0]``)."""
+    m = len(z)
+    s = p[:m, :m] + r
+    k = np.linalg.solve(s, p[:m, :]).T
+    p = p - k @ p[:m, :]
+    return x + k @ (z - x[:m]), (p + p.T) / 2
 
 
 def _constant_velocity(n_pos: int, n_vel: int) -> np.ndarray:
@@ -40,7 +40,6 @@ class XYAHFilter:
     """ByteTrack's filter: centre, aspect ratio, height and their velocities."""
 
     _F = _constant_velocity(4, 4)
-    _H = np.eye(4, 8)
     _W_POS = 1.0 / 20
     _W_VEL = 1.0 / 160
 
@@ -70,7 +69,7 @@ class XYAHFilter:
         """Correct with an observed ``box`` (xyxy)."""
         h = self.mean[3]
         r = np.diag(np.square([self._W_POS * h, self._W_POS * h, 1e-1, self._W_POS * h]))
-        self.mean, self.cov = _update(self.mean, self.cov, self._measure(box), self._H, r)
+        self.mean, self.cov = _update(self.mean, self.cov, self._measure(box), r)
 
     def box(self) -> np.ndarray:
         """The current estimate as ``(4,)`` xyxy."""
@@ -83,7 +82,6 @@ class XYSRFilter:
     """SORT's filter: centre, area and aspect ratio; velocities of centre and area."""
 
     _F = _constant_velocity(4, 3)
-    _H = np.eye(4, 7)
     _R = np.diag([1.0, 1.0, 10.0, 10.0])
     _Q = np.diag([1.0, 1.0, 1.0, 1.0, 0.01, 0.01, 0.0001])
     _P0 = np.diag([10.0, 10.0, 10.0, 10.0, 10000.0, 10000.0, 10000.0])
@@ -106,7 +104,7 @@ class XYSRFilter:
 
     def update(self, z: np.ndarray) -> None:
         """Correct with a measurement ``[cx, cy, s, r]`` (see ``measure``)."""
-        self.x, self.p = _update(self.x, self.p, z, self._H, self._R)
+        self.x, self.p = _update(self.x, self.p, z, self._R)
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """A copy of the state and covariance (OC-SORT freezes it when a track is lost)."""
