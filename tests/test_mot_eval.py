@@ -338,11 +338,14 @@ def test_missing_prediction_counts_all_missed_and_extra_files_are_named(tmp_path
                                                                        capsys):
     gt_root, pred_root = _two_sequences(tmp_path)
     (pred_root / "bad.txt").rename(pred_root / "stray.txt")
+    (gt_root / "MOT17-01" / "img1").mkdir(parents=True)  # a test sequence: no gt/gt.txt
+    (gt_root / "MOT17-01" / "seqinfo.ini").write_text("[Sequence]\nseqLength=3\n")
     code, _, err = detseg(monkeypatch, capsys, "eval", "--mot", gt_root, "--predictions",
                           pred_root, "--out", tmp_path / "run")
     assert code == 1
     assert "sequence bad: no prediction file" in err and "counted as all missed" in err
     assert f"{pred_root / 'stray.txt'}: no ground-truth sequence" in err
+    assert f"{gt_root / 'MOT17-01'}: a sequence folder without gt/gt.txt" in err
     bad = json.loads((tmp_path / "run" / "metrics.json").read_text())["sequences"]["bad"]
     assert bad["FN"] == bad["GT_dets"] == 50 and bad["HOTA"] == 0 and bad["MOTA"] == 0
 

@@ -149,4 +149,6 @@ def evaluate_mot(gt: str | Path, predictions: str | Path, class_mode: str = AUTO
                 identity_counts(data)))
     evaluation.warnings += [f"{path}: no ground-truth sequence of that name; not evaluated"
                             for path in pairing.unclaimed]
+    evaluation.warnings += [f"{folder}: a sequence folder without gt/gt.txt; not evaluated"
+                            for folder in pairing.without_gt]
     return evaluation

@@ -27,29 +27,35 @@ class SequencePair:
 
 @dataclass
 class Pairing:
-    """The sequences to evaluate, and the prediction files no sequence claimed."""
+    """The sequences to evaluate, the prediction files no sequence claimed, and the sequence
+    folders (with a ``seqinfo.ini`` or a ``gt/`` folder) that have no ``gt/gt.txt``."""
 
     pairs: list[SequencePair]
     unclaimed: list[Path] = field(default_factory=list)
+    without_gt: list[Path] = field(default_factory=list)
 
 
-def _gt_sequences(gt: Path) -> list[tuple[str, Path, Path]]:
-    """``(name, gt.txt, seqinfo.ini)`` for each sequence under ``gt``."""
+def _gt_sequences(gt: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+    """``(name, gt.txt, seqinfo.ini)`` for each sequence under ``gt``, and the sequence
+    folders without ``gt/gt.txt``."""
     if gt.is_file():
         folder = gt.parent.parent if gt.parent.name == "gt" else gt.parent
         name = folder.name if gt.parent.name == "gt" else gt.stem
-        return [(name, gt, folder / "seqinfo.ini")]
+        return [(name, gt, folder / "seqinfo.ini")], []
     if (gt / "gt" / "gt.txt").is_file():
-        return [(gt.resolve().name, gt / "gt" / "gt.txt", gt / "seqinfo.ini")]
+        return [(gt.resolve().name, gt / "gt" / "gt.txt", gt / "seqinfo.ini")], []
     try:
-        found = [(d.name, d / "gt" / "gt.txt", d / "seqinfo.ini")
-                 for d in sorted(gt.iterdir()) if (d / "gt" / "gt.txt").is_file()]
+        folders = sorted(d for d in gt.iterdir() if d.is_dir())
     except OSError as err:
         raise UsageError(f"--mot {gt}: cannot read the folder ({err.strerror or err})") from None
+    found = [(d.name, d / "gt" / "gt.txt", d / "seqinfo.ini") for d in folders
+             if (d / "gt" / "gt.txt").is_file()]
     if not found:
         raise UsageError(f"--mot {gt}: no ground truth found (expected a MOT text file, "
                          f"SEQ/gt/gt.txt, or <seq>/gt/gt.txt folders)")
-    return found
+    without = [d for d in folders if not (d / "gt" / "gt.txt").is_file()
+               and ((d / "seqinfo.ini").is_file() or (d / "gt").is_dir())]
+    return found, without
 
 
 def _prediction_for(pred: Path, name: str) -> Path | None:
@@ -76,21 +82,22 @@ def pair_sequences(gt: str | Path, pred: str | Path) -> Pairing:
     Raises ``UsageError`` (naming the path) for a missing path, a folder without ground truth,
     or a single prediction file given against several sequences. A sequence without a
     prediction file gets ``pred=None``. Prediction files found directly in the folder (or in
-    ``data/``) that no sequence claims are listed in ``unclaimed``.
+    ``data/``) that no sequence claims are listed in ``unclaimed``, sequence folders without
+    ``gt/gt.txt`` in ``without_gt``.
     """
     gt, pred = Path(gt), Path(pred)
     for flag, path in (("--mot", gt), ("--predictions", pred)):
         if not path.exists():
             raise UsageError(f"{flag} {path}: no such file or folder")
-    sequences = _gt_sequences(gt)
+    sequences, without_gt = _gt_sequences(gt)
     if pred.is_file():
         if len(sequences) != 1:
             raise UsageError(f"--predictions {pred} is one file but --mot {gt} holds "
                              f"{len(sequences)} sequences: give a folder of <seq>.txt files")
         name, gt_file, ini = sequences[0]
-        return Pairing([SequencePair(name, gt_file, pred, ini)])
+        return Pairing([SequencePair(name, gt_file, pred, ini)], without_gt=without_gt)
     pairs = [SequencePair(name, gt_file, _prediction_for(pred, name), ini)
              for name, gt_file, ini in sequences]
     claimed = {p.pred.resolve() for p in pairs if p.pred is not None}
     unclaimed = [p for p in _prediction_files(pred) if p.resolve() not in claimed]
-    return Pairing(pairs, unclaimed)
+    return Pairing(pairs, unclaimed, without_gt)
