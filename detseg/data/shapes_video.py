@@ -13,7 +13,9 @@ shapes detectors see them as they were trained to. Each shape moves at a constan
 spins slowly and bounces off the picture's edges (it always stays whole inside the picture);
 shapes are stacked at fixed depths, so a shape drawn later hides what it covers. Shapes are
 planned in pairs that cross: both pass through the same point (a fraction of their radius
-apart) at the same frame, so one hides the other for a few frames.
+apart) at the same frame, so one hides the other for a few frames; a clip's shapes are drawn
+again until no two of them touch for more than ``MAX_CONTACT`` frames in a row (a crossing, not
+two shapes travelling together).
 
 Ground truth, in the same pixel convention as every detseg box (``x, y`` the top-left corner of
 the top-left pixel, ``w, h`` in pixels; integers): the box is the tight box of the shape's own
@@ -40,6 +42,9 @@ from detseg.errors import OutputError, UsageError
 MIN_SIDE = 48  # smallest picture side in pixels
 _JPEG_QUALITY = 92
 _MAX_SHAPES = 4
+CONTACT = 0.9  # shapes touch when their centres are closer than this x the sum of reaches
+MAX_CONTACT = 12  # most frames in a row two shapes of a clip may touch
+PLAN_TRIES = 200  # draws of a clip's shapes before the last one is kept as it is
 
 
 @dataclass(frozen=True)
@@ -212,15 +217,28 @@ def _crossing_pair(first: int, shapes: tuple[tuple[int, np.ndarray], tuple[int, 
     return out
 
 
-def plan_clip(index: int, width: int, height: int, frames: int, fps: float = 30.0,
-              seed: int = 0) -> Clip:
-    """The ``index``-th clip (0-based) of seed ``seed``: 3 or 4 shapes, paired into crossings
-    (an odd one wanders alone), their sizes, paths, colours and depths, and the background."""
-    rng = np.random.default_rng([seed, index])
+def _longest_contact(shapes: list[MovingShape], width: int, height: int, frames: int) -> int:
+    """The most frames in a row that two shapes spend touching (centres closer than
+    ``CONTACT`` times the sum of their reaches)."""
+    centres = np.array([[s.position(f, width, height) for f in range(1, frames + 1)]
+                        for s in shapes])
+    longest = 0
+    for a in range(len(shapes)):
+        for b in range(a + 1, len(shapes)):
+            near = np.hypot(*(centres[a] - centres[b]).T) < CONTACT * (shapes[a].reach
+                                                                       + shapes[b].reach)
+            run = 0
+            for touching in near.tolist():
+                run = run + 1 if touching else 0
+                longest = max(longest, run)
+    return longest
+
+
+def _plan_shapes(width: int, height: int, frames: int, base: np.ndarray,
+                 rng: np.random.Generator) -> list[MovingShape]:
+    """One draw of 3 or 4 shapes, paired into crossings (an odd one wanders alone): sizes,
+    paths, colours and depths (bottom to top)."""
     scale = float(min(width, height))
-    side = max(width, height)
-    background, base = _background(side, rng)
-    background = np.ascontiguousarray(background[:height, :width])
     count = int(rng.integers(3, _MAX_SHAPES + 1))
     outlines = []
     for _ in range(count):
@@ -251,10 +269,24 @@ def plan_clip(index: int, width: int, height: int, frames: int, fps: float = 30.
             angle=float(rng.uniform(0, 2 * math.pi)), spin=float(rng.uniform(-0.03, 0.03)),
             color=(int(color[0]), int(color[1]), int(color[2])),
             shade=(float(shade[0]), float(shade[1]))))
-    depth = rng.permutation(len(shapes))
+    return [shapes[k] for k in rng.permutation(len(shapes))]
+
+
+def plan_clip(index: int, width: int, height: int, frames: int, fps: float = 30.0,
+              seed: int = 0) -> Clip:
+    """The ``index``-th clip (0-based) of seed ``seed``: the background, and shapes drawn again
+    (up to ``PLAN_TRIES`` times) until no two of them touch for more than ``MAX_CONTACT``
+    frames in a row, so crossings stay crossings rather than shapes travelling together."""
+    rng = np.random.default_rng([seed, index])
+    background, base = _background(max(width, height), rng)
+    background = np.ascontiguousarray(background[:height, :width])
+    for _ in range(PLAN_TRIES):
+        shapes = _plan_shapes(width, height, frames, base, rng)
+        if _longest_contact(shapes, width, height, frames) <= MAX_CONTACT:
+            break
     return Clip(name=f"shapes-{index + 1:02d}", width=width, height=height, frames=frames,
                 fps=fps, background=background, noise=float(rng.uniform(2, 6)),
-                shapes=[shapes[k] for k in depth], seed=seed, index=index)
+                shapes=shapes, seed=seed, index=index)
 
 
 def mot_lines(frame: int, objects: list[GroundTruth]) -> list[str]:
