@@ -14,8 +14,8 @@ MOT_CLASSES_HELP = (
     "With --mot: which ground-truth classes are evaluated. auto (default): pedestrian for "
     "MOTChallenge ground truth (classes other than 1 marked not considered), else all; "
     "pedestrian: MOT17 conventions (class 1; distractors 2, 7, 8, 12 remove the predictions "
-    "on them); all: class-agnostic; each: per class (predictions carry classes in column 8), "
-    "combined by summing counts.")
+    "on them); mot20: the same with 6 a distractor too; all: class-agnostic; each: per class "
+    "(predictions carry classes in column 8), combined by summing counts.")
 MOT_VISIBILITY_HELP = ("With --mot: targets less visible than this (column 9, 0-1) become "
                        "distractors (neither missed nor false positives).")
 MOT_FRAMES_HELP = ("With --mot: score only frames START:END:STEP (from 1, END inclusive; "

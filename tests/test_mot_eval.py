@@ -140,7 +140,8 @@ def write_pred(path: Path, rows: list, with_class: bool = False) -> None:
         _line((*r[:7], r[7] if with_class and len(r) > 7 else -1, -1, -1)) + "\n" for r in rows))
 
 
-def oracle(gt_root: Path, pred_root: Path, seqs: list[str], preproc: bool) -> dict:
+def oracle(gt_root: Path, pred_root: Path, seqs: list[str], preproc: bool,
+           benchmark: str = "MOT17") -> dict:
     """TrackEval's results (its dataset class reads and preprocesses the same files):
     ``{seq or 'COMBINED_SEQ': {metric: {field: value}}}``."""
     from trackeval.datasets import MotChallenge2DBox
@@ -150,7 +151,7 @@ def oracle(gt_root: Path, pred_root: Path, seqs: list[str], preproc: bool) -> di
         "GT_FOLDER": str(gt_root), "TRACKERS_FOLDER": str(pred_root.parent.parent),
         "TRACKERS_TO_EVAL": [pred_root.parent.name], "TRACKER_SUB_FOLDER": pred_root.name,
         "SKIP_SPLIT_FOL": True, "SEQ_INFO": dict.fromkeys(seqs, FRAMES), "DO_PREPROC": preproc,
-        "PRINT_CONFIG": False})
+        "BENCHMARK": benchmark, "PRINT_CONFIG": False})
     metrics = [HOTA(), CLEAR({"PRINT_CONFIG": False}), Identity({"PRINT_CONFIG": False})]
     out: dict = {}
     for seq in seqs:
@@ -217,6 +218,21 @@ def test_cli_mot17_mode_equals_trackeval(tmp_path, monkeypatch, capsys):
     assert seqs["mot17"]["TP"] == 15 and seqs["mot17"]["FP"] == 15 + 8 + 8
     rows = (tmp_path / "run" / "per_sequence.csv").read_text().splitlines()
     assert rows[0].startswith("sequence,class,HOTA,DetA,AssA") and len(rows) == 1 + 5 + 1
+
+
+def test_mot20_mode_equals_trackeval_mot20(tmp_path):
+    gt, pred = mot17_conventions()
+    gt = [(*r[:7], 6 if r[7] == 7 else r[7], r[8]) for r in gt]  # the static person: vehicle
+    scenarios = {"mot20": (gt, pred), "random": random_sequence(7, 12)}
+    gt_root, pred_root = scenario_tree(tmp_path, scenarios)
+    metrics = metrics_json(evaluate_mot(gt_root, pred_root, "mot20"))
+    reference = oracle(gt_root, pred_root, list(scenarios), True, benchmark="MOT20")
+    for seq in scenarios:
+        assert_equal(metrics["sequences"][seq], reference[seq], seq)
+    assert_equal(metrics["combined"], reference["COMBINED_SEQ"], "combined")
+    assert metrics["sequences"]["mot20"]["FP"] == 15 + 8 + 8  # class 6 removes its predictions
+    assert metrics_json(evaluate_mot(gt_root, pred_root, "pedestrian"))["sequences"]["mot20"][
+        "FP"] == 15 + 8 + 8 + 15
 
 
 @pytest.mark.parametrize("seed", [2, 3])

@@ -5,10 +5,11 @@ and a prediction matched to it at IoU >= 0.5 is removed before scoring), **ignor
 evaluated; predictions on it stay, so they count as false positives) or **absent** (not part of
 this evaluation at all). The class modes, in ``CLASS_MODES``:
 
-- ``pedestrian``: the MOT17 conventions, as TrackEval's ``MotChallenge2DBox`` applies them.
+- ``pedestrian``: the MOT16/17 conventions, as TrackEval's ``MotChallenge2DBox`` applies them.
   Class 1 rows with a non-zero consider flag are targets; classes 2, 7, 8, 12 (person on
   vehicle, static person, distractor, reflection) are distractors; every other row is ignored.
-  Predictions must have no class (-1) or class 1.
+  Predictions must have no class (-1) or class 1. ``mot20``: the same, with non-MOT vehicles
+  (6) distractors too (TrackEval's MOT20 benchmark).
 - ``all``: class-agnostic. Every row with a non-zero consider flag is a target, whatever its
   class, against every prediction (TrackEval with preprocessing off).
 - ``each``: one evaluation per class k: class-k rows with a non-zero consider flag against the
@@ -39,6 +40,7 @@ MOT17_CLASSES = {1: "pedestrian", 2: "person_on_vehicle", 3: "car", 4: "bicycle"
                  9: "occluder", 10: "occluder_on_ground", 11: "occluder_full", 12: "reflection",
                  13: "crowd"}
 MOT17_DISTRACTORS = (2, 7, 8, 12)
+MOT20_DISTRACTORS = (*MOT17_DISTRACTORS, 6)
 #: the ``--mot-classes`` value that picks ``pedestrian`` or ``all`` from the ground truth
 AUTO = "auto"
 
@@ -79,23 +81,36 @@ def _first_bad(table: MotTable, bad: np.ndarray, message: str) -> EvalInputError
                           f"{message}")
 
 
-@CLASS_MODES.register("pedestrian", summary="MOT17 conventions: class 1, distractors "
-                      "2/7/8/12 removed, other classes ignored")
-def pedestrian(gt: MotTable, pred: MotTable, min_visibility: float) -> list[ClassSubset]:
-    """The MOT17 evaluation of class 1 (a ground truth without a class column is class 1)."""
+def _pedestrians(gt: MotTable, pred: MotTable, min_visibility: float,
+                 distractors: tuple[int, ...]) -> list[ClassSubset]:
+    """Class 1 of a MOTChallenge ground truth (a file without a class column is class 1)."""
     classes = np.where(gt.classes < 0, 1, gt.classes)
     bad = ~np.isin(classes, list(MOT17_CLASSES))
     if bad.any():
-        raise _first_bad(gt, bad, "is not a MOT17 class (1-13); evaluate generic classes with "
-                                  "--mot-classes all or each")
+        raise _first_bad(gt, bad, "is not a MOTChallenge class (1-13); evaluate generic "
+                                  "classes with --mot-classes all or each")
     bad = pred.classes > 1
     if bad.any():
-        raise _first_bad(pred, bad, "is not pedestrian (1): MOT17 evaluates pedestrians only; "
-                                    "use --mot-classes all or each")
+        raise _first_bad(pred, bad, "is not pedestrian (1): MOTChallenge evaluates pedestrians "
+                                    "only; use --mot-classes all or each")
     target = (classes == 1) & _considered(gt)
-    distractor = np.isin(classes, MOT17_DISTRACTORS)
+    distractor = np.isin(classes, distractors)
     return [ClassSubset("pedestrian", _roles(target, distractor, gt, min_visibility),
                         np.ones(len(pred), dtype=bool))]
+
+
+@CLASS_MODES.register("pedestrian", summary="MOT16/17 conventions: class 1, distractors "
+                      "2/7/8/12 removed, other classes ignored")
+def pedestrian(gt: MotTable, pred: MotTable, min_visibility: float) -> list[ClassSubset]:
+    """The MOT16/17 evaluation of class 1."""
+    return _pedestrians(gt, pred, min_visibility, MOT17_DISTRACTORS)
+
+
+@CLASS_MODES.register("mot20", summary="MOT20 conventions: as pedestrian, non-MOT vehicles "
+                      "(6) are distractors too")
+def mot20(gt: MotTable, pred: MotTable, min_visibility: float) -> list[ClassSubset]:
+    """The MOT20 evaluation of class 1."""
+    return _pedestrians(gt, pred, min_visibility, MOT20_DISTRACTORS)
 
 
 @CLASS_MODES.register("all", summary="class-agnostic: every considered row against every "
