@@ -204,12 +204,14 @@ def test_ocsort_recovers_an_object_that_stopped_while_occluded() -> None:
 
 def test_bytetrack_low_score_detections_rescue_a_track() -> None:
     """BYTE: while its score is low (0.3) the object stays tracked through the second
-    association; with track_low_thresh above that score the track is lost meanwhile."""
+    association (as in the oracle); with track_low_thresh above that score the track is lost
+    meanwhile."""
     dim = frozenset(range(15, 25))
     obj = Obj((40, 60, 90, 140), (3.0, 0.0), score=lambda t: 0.3 if t in dim else 0.9)
     frames = scene([obj, Obj((400, 200, 440, 260), (-1.0, 0.0))], 40, noise=0.5, seed=6)
     with_low = run_ours("bytetrack", frames)
     one_id_each(with_low, frames, 2)
+    assert_same_partition(with_low, run_oracle(ByteTrackTracker(), frames), first=1)
     assert all(len(with_low[t]) == 2 for t in range(40))
     without = run_ours("bytetrack", frames, track_low_thresh=0.35)
     assert [len(without[t]) for t in sorted(dim)] == [1] * len(dim)
