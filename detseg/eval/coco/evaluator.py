@@ -34,7 +34,7 @@ import numpy as np
 from detseg.errors import UsageError
 from detseg.eval.coco.accumulate import accumulate, per_class_ap, summarize
 from detseg.eval.coco.ground_truth import parse_ground_truth, select
-from detseg.eval.coco.json_input import load_json, source_name
+from detseg.eval.coco.json_input import load_json, paused_gc, source_name
 from detseg.eval.coco.metrics import COCOMetrics
 from detseg.eval.coco.params import Params
 from detseg.eval.coco.results import parse_results, restrict
@@ -76,8 +76,9 @@ class COCOEvaluator:
                  params: Params | None = None, source: str | None = None) -> None:
         self.params = resolve_params(iou_type, params)
         self.iou_type = self.params.iou_type
-        self.gt = parse_ground_truth(load_json(gt, "ground-truth"), self.iou_type,
-                                     source_name(gt, source, "ground truth"))
+        with paused_gc():  # the parsed file is freed by reference counting before it resumes
+            self.gt = parse_ground_truth(load_json(gt, "ground-truth"), self.iou_type,
+                                         source_name(gt, source, "ground truth"))
         self._view, self._selection = select(self.gt, self.params)
 
     @property
@@ -107,8 +108,9 @@ class COCOEvaluator:
         ``params.max_dets``; ``source`` names the results in messages (default: the path).
         """
         params = resolve_params(None, self.params, max_dets)
-        dets = parse_results(load_json(results, "results"), self.gt, self.iou_type,
-                             source_name(results, source, "results"))
+        with paused_gc():  # the parsed file is freed by reference counting before it resumes
+            dets = parse_results(load_json(results, "results"), self.gt, self.iou_type,
+                                 source_name(results, source, "results"))
         precision, recall, scores = accumulate(self._view, restrict(dets, self._selection),
                                                params)
         names = list(self._view.cat_names)
