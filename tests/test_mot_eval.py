@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import detseg
 
 from detseg.eval.mot import evaluate_mot
 from detseg.eval.mot.tables import metrics_json
-from tests.cli_runner import detseg
 
 trackeval = pytest.importorskip("trackeval")
 
