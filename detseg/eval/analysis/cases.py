@@ -13,9 +13,6 @@ on its detection).
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +21,7 @@ import numpy as np
 from detseg.eval.analysis.confusion import ThresholdCounts
 from detseg.eval.analysis.scene import Scene
 from detseg.eval.analysis.tide import CLS, ERROR_TYPES, LOC, MISS, TideErrors
+from detseg.eval.coco.json_input import paused_gc
 
 Box = tuple[float, float, float, float]
 
@@ -77,19 +75,6 @@ def _segmentations(entries: list, rows: np.ndarray, segm: bool) -> list[Any]:
             for i in rows.tolist()]
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while many small acyclic objects are made (its
-    full passes over a large heap of results would otherwise take most of the time)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _cases(image_ids: np.ndarray, cat_ids: np.ndarray, boxes: np.ndarray,
            scores: np.ndarray | None, kinds: np.ndarray, other: np.ndarray,
            other_boxes: np.ndarray, other_cats: np.ndarray, segs: list, ious: np.ndarray
@@ -98,7 +83,7 @@ def _cases(image_ids: np.ndarray, cat_ids: np.ndarray, boxes: np.ndarray,
     has = (other >= 0).tolist()
     names = [ERROR_TYPES[k] for k in kinds.tolist()]
     score_list = [None] * len(kinds) if scores is None else scores.tolist()
-    with _gc_paused():
+    with paused_gc():  # many small acyclic objects
         return [ErrorCase(i, c, box, score, name, ob if h else None, oc if h else None, seg,
                           iou)
                 for i, c, box, score, name, h, ob, oc, seg, iou in zip(
@@ -181,7 +166,7 @@ def per_image(scene: Scene, errors: TideErrors, counts: ThresholdCounts, missed:
     table[:, MISS] = np.bincount(scene.g_img[missed.rows[missed.kinds == MISS]], minlength=i_n)
     total = table.sum(1)
     order = np.lexsort((scene.img_rank, -(fp + fn), -total))
-    with _gc_paused():
+    with paused_gc():  # many small acyclic objects
         return [ImageErrors(image_id, scene.file_names[i], g, t, f, n,
                             dict(zip(ERROR_TYPES, row, strict=True)))
                 for i, image_id, g, t, f, n, row in zip(

@@ -108,7 +108,10 @@ def classify(scene: Scene, matching: Matching) -> TideErrors:
 
 def by_class(ranked: np.ndarray, cls: np.ndarray) -> np.ndarray:
     """``ranked`` (indices, best first) grouped by ``cls``, rank order kept within a class."""
-    return ranked[np.argsort(cls[ranked], kind="stable")]
+    keys = cls[ranked]
+    if len(keys) and keys.max() < 1 << 15:   # numpy sorts 16-bit integers stably by radix
+        keys = keys.astype(np.int16)
+    return ranked[np.argsort(keys, kind="stable")]
 
 
 def mean_ap(cls: np.ndarray, correct: np.ndarray, grouped: np.ndarray, num_gt: np.ndarray
