@@ -299,3 +299,25 @@ def test_thresholds_are_inclusive_as_tidecv(tmp_path: Path) -> None:
     want, want_ap = _tidecv(tmp_path / "gt.json", tmp_path / "res.json", False)
     assert analysis.ap50 == pytest.approx(want_ap, abs=0.05)
     assert analysis.tide == pytest.approx(want, abs=0.05)
+
+
+def test_at_most_100_detections_per_image_as_tidecv(tmp_path: Path) -> None:
+    """An image with 130 detections: only its 100 highest-scoring ones count, whatever their
+    class (TIDE's per-image limit, unlike COCO's per-class one)."""
+    rng = np.random.default_rng(5)
+    p = _Planter(5, False)
+    img = p.image(89, 101)
+    for _ in range(13):
+        box = [float(v) for v in (*rng.uniform(0, 60, 2), *rng.uniform(8, 40, 2))]
+        p.truth(img, int(rng.choice([3, 5])), box)
+        for _ in range(10):
+            jitter = (np.array(box) + rng.normal(0, 4, 4)).clip(1, None).tolist()
+            p.detect(img, int(rng.choice([3, 5])), jitter, float(rng.random()))
+    gt = {"images": p.images, "annotations": p.anns, "categories": CATS[:2]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(p.results))
+    want, want_ap = _tidecv(tmp_path / "gt.json", tmp_path / "res.json", False)
+    analysis = analyse_detections(gt, p.results, score_threshold=0.0)
+    assert analysis.ap50 == pytest.approx(want_ap, abs=0.05)
+    assert analysis.tide == pytest.approx(want, abs=0.05)
+    assert analysis.confusion[:, :2].sum() == 100
