@@ -152,7 +152,26 @@ def _pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.nd
         out.append((pd, pg, iou))
     if not out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return tuple(np.concatenate(column) for column in zip(*out, strict=True))  # type: ignore[return-value]
+    return (np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]),
+            np.concatenate([o[2] for o in out]))
+
+
+def _crowd_iou(p_key: np.ndarray, p_box: np.ndarray, p_rles: list | None, c_key: np.ndarray,
+               c_box: np.ndarray, c_rles: list | None) -> np.ndarray:
+    """``[P]`` each detection's largest crowd IoU (``|d & c| / |d|``) with the crowd regions of
+    its key (image and category), 0 where it has none."""
+    out = np.zeros(len(p_key))
+    rows = np.flatnonzero(np.isin(p_key, c_key))
+    if len(rows) == 0:
+        return out
+    rows = rows[np.argsort(p_key[rows], kind="stable")]
+    c_sort = np.argsort(c_key, kind="stable")
+    pd, _, iou = _pairs(p_key[rows], p_box[rows], c_key[c_sort], c_box[c_sort],
+                        None if p_rles is None else [p_rles[i] for i in rows.tolist()],
+                        None if c_rles is None else [c_rles[j] for j in c_sort.tolist()],
+                        crowd=True)
+    np.maximum.at(out, rows[pd], iou)
+    return out
 
 
 def _ordered_detections(dets: Detections, img_rank: np.ndarray) -> np.ndarray:
@@ -185,21 +204,12 @@ def build_scene(gt_data: Any, results: Any, iou_type: str, gt_source: str,
     g_rles = [gt.rles[j] for j in real.tolist()] if gt.rles is not None else None
     c_rles = [gt.rles[j] for j in crowd.tolist()] if gt.rles is not None else None
     p_img, p_cat = dets.img[order], dets.cat[order]
-    k_n = len(gt.cat_ids)
     pair_p, pair_g, pair_iou = _pairs(img_rank[p_img], p_box, img_rank[gt.img[real]],
                                       g_all_box[real], p_rles, g_rles, crowd=False)
-    # Crowd regions: same image and category (keys sorted like the detections' processing
-    # order within an image does not matter here, so sort detections by key for the search).
-    p_key = img_rank[p_img] * k_n + p_cat
-    c_key = img_rank[gt.img[crowd]] * k_n + gt.cat[crowd]
-    by_key, c_sort = np.argsort(p_key, kind="stable"), np.argsort(c_key, kind="stable")
-    cd, _, c_iou = _pairs(p_key[by_key], p_box[by_key], c_key[c_sort],
-                          g_all_box[crowd][c_sort], None if p_rles is None else
-                          [p_rles[i] for i in by_key.tolist()],
-                          None if c_rles is None else [c_rles[j] for j in c_sort.tolist()],
-                          crowd=True)
-    crowd_iou = np.zeros(len(order))
-    np.maximum.at(crowd_iou, by_key[cd], c_iou)
+    k_n = len(gt.cat_ids)
+    crowd_iou = _crowd_iou(img_rank[p_img] * k_n + p_cat, p_box, p_rles,
+                           img_rank[gt.img[crowd]] * k_n + gt.cat[crowd], g_all_box[crowd],
+                           c_rles)
     return Scene(iou_type, gt.img_ids, img_rank, file_names, gt.cat_ids, list(gt.cat_names),
                  p_img, p_cat, dets.score[order], p_box, dets.index[order],
                  gt.img[real], gt.cat[real], g_all_box[real], gt.area[real],

@@ -45,9 +45,9 @@ class TideErrors:
 
     ``p_target [P]``: the ground-truth row of a ``Cls`` / ``Loc`` / ``Dupe`` error, else the
     detection's nearest ground truth (-1 where no IoU > 0). ``p_fixes [P]``: the error would
-    become its ground truth's true positive when fixed. ``g_error [G]``: ``MISS``, or for an
-    unmatched ground truth some ``Cls`` / ``Loc`` error points at, that error's type (of the
-    highest-scoring one, ``g_by [G]``), else ``MATCHED``.
+    become its ground truth's true positive when fixed. ``g_error [G]``: ``MATCHED`` for
+    matched ground truth; for unmatched ground truth the type of the highest-scoring ``Cls`` /
+    ``Loc`` error pointing at it, else ``MISS``.
     """
 
     p_error: np.ndarray
@@ -55,7 +55,6 @@ class TideErrors:
     p_iou: np.ndarray     # [P] IoU with ``p_target`` (0 where none)
     p_fixes: np.ndarray
     g_error: np.ndarray
-    g_by: np.ndarray
 
 
 def _pair_to_gt(scene: Scene, arg: np.ndarray) -> np.ndarray:
@@ -101,9 +100,7 @@ def classify(scene: Scene, matching: Matching) -> TideErrors:
     fixes[points[first]] = True
     g_error = np.where(g_used, MATCHED, MISS)
     g_error[gts] = error[points[first]]
-    g_by = np.full(n_g, -1, dtype=np.int64)
-    g_by[gts] = points[first]
-    return TideErrors(error, target, p_iou, fixes, g_error, g_by)
+    return TideErrors(error, target, p_iou, fixes, g_error)
 
 
 def by_class(ranked: np.ndarray, cls: np.ndarray) -> np.ndarray:
