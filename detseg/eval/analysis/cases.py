@@ -30,10 +30,10 @@ Box = tuple[float, float, float, float]
 class ErrorCase:
     """One false positive (``score`` set) or missed ground truth (``score`` None).
 
-    ``box_xywh`` COCO x, y, width, height pixels; ``error`` one of ``ERROR_TYPES``;
-    ``other_*`` the ground truth (for a false positive) or detection (for a missed object) it
-    was nearest to, with their ``iou``, or None / 0; ``segmentation`` the entry's own RLE or
-    polygons for ``segm``, else None.
+    ``box_xywh`` COCO x, y, width, height pixels (for ``segm`` the mask's bounding box);
+    ``error`` one of ``ERROR_TYPES``; ``other_*`` the ground truth (for a false positive) or
+    detection (for a missed object) it was nearest to, with their ``iou``, or None / 0;
+    ``segmentation`` the entry's own RLE or polygons for ``segm`` (as in its file), else None.
     """
 
     image_id: int
