@@ -66,7 +66,8 @@ def class_numbers(metrics: COCOMetrics) -> list[tuple[str, float | None, float |
 
 def pr_curves(metrics: COCOMetrics) -> dict[str, Any]:
     """PR curve data of the page: per class and averaged over the classes with ground truth,
-    at IoU 0.5 and averaged over IoU 0.5:0.95 (``None`` where a class has no ground truth)."""
+    at IoU 0.5 and averaged over IoU 0.5:0.95 (``None`` where a class has no ground truth, or no
+    detection: the evaluator leaves -1 there)."""
     a, t50 = _area_all(metrics), _t50(metrics)
     p = metrics.precision[:, :, :, a, -1]                                   # [T, R, K]
     has_gt = np.asarray((p > -1).all(axis=(0, 1)), dtype=bool)

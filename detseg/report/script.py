@@ -102,7 +102,7 @@ JS = r"""
     });
     if (!drawn) {
       chart.appendChild(svg("text", {x: x(0.5), y: y(0.5), "text-anchor": "middle"},
-                            "no ground truth of this class"));
+                            "no curve: no ground truth or no detection"));
     }
     host.appendChild(chart);
   }
