@@ -302,3 +302,53 @@ def test_report_of_a_model_renders(weights, shapes_root, chromium, tmp_path, mon
         assert 'id="bbox"' in dom and 'id="segm"' in dom
         assert dom.count('class="chart pr-chart"') == 2
         assert re.search(r'id="segm-worst">.*?src="data:image/jpeg', dom, re.S)
+
+
+PROBE = """<script>
+(function () {
+  var out = [], table = document.getElementById("bbox-classes");
+  function column(name) {
+    var heads = table.tHead.rows[0].cells, col = 0;
+    for (var i = 0; i < heads.length; i++) { if (heads[i].textContent === name) { col = i; } }
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+      return r.cells[col].getAttribute("data-v"); }).join(",");
+  }
+  var th = table.querySelector('th[data-col="AP"]');
+  th.click();
+  out.push("desc " + th.className + " " + column("AP"));
+  th.click();
+  out.push("asc " + th.className + " " + column("AP"));
+  var pick = document.querySelector("#bbox .pr-view select");
+  pick.value = "2";
+  pick.dispatchEvent(new Event("change"));
+  out.push("pr " + document.querySelectorAll("#bbox .pr-host polyline").length);
+  document.querySelector('#bbox .matrix-view button[data-mode="rows"]').click();
+  var matrix = document.querySelector("#bbox .matrix-view table");
+  out.push("matrix " + matrix.getAttribute("data-mode"));
+  var img = document.querySelector("#bbox-worst img");
+  img.click();
+  var box = document.getElementById("lightbox");
+  out.push("lightbox " + box.className + " " + (box.querySelector("img").src === img.src));
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = out.join("\\n");
+  document.body.appendChild(pre);
+})();
+</script></body>"""
+
+
+def test_clicks_sort_pick_toggle_and_open(planted, chromium, tmp_path, monkeypatch, capsys):
+    gt_path, res_path, images_dir, _, _ = planted
+    out = tmp_path / "run"
+    code, _, _ = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
+                        res_path, "--images", images_dir, "--report", "--no-plots", "--out", out)
+    assert code == 0
+    page = tmp_path / "probed.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", PROBE))
+    dom, console = dump_dom(chromium, page, tmp_path / "p")
+    assert not console, console
+    lines = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).splitlines()
+    desc, asc = ([float(v) for v in line.split()[2].split(",")] for line in lines[:2])
+    assert lines[0].split()[1] == "desc" and desc == sorted(desc, reverse=True)
+    assert lines[1].split()[1] == "asc" and asc == sorted(asc) and asc != desc
+    assert lines[2:] == ["pr 2", "matrix rows", "lightbox open true"]
