@@ -87,7 +87,15 @@ def explain_command(
         verb = "does" if len(unused) == 1 else "do"
         fail(f"{', '.join(f'--{name}' for name in unused)} {verb} not apply to --method "
              f"{method} (it takes {taken})")
-    net = build_cli_model(model, backbone, weights, need_trained=True)
+    net = build_cli_model(model, backbone, weights, need_trained=True, exported=True)
+    if "layer" in entry.options or layer == "list":
+        from detseg.runtime import RuntimeModel
+
+        if isinstance(net, RuntimeModel):
+            what = "--layer list" if layer == "list" else f"--method {method}"
+            fail(f"{what}: it reads the network's layers, which an exported "
+                 f"{net.runtime} graph does not expose; use --method occlusion, or the PyTorch "
+                 f"checkpoint")
     if layer == "list":
         print_table(f"layers of {net.spec.family}", ["layer", "type", "params"],
                     [[name, kind, f"{params:,}"] for name, kind, params in list_layers(net)])

@@ -10,8 +10,11 @@ from .console import fail
 
 def build_cli_model(model: str | None, backbone: str | None, weights: str | None,
                     num_classes: int | None = None, imgsz: int | None = None,
-                    need_trained: bool = False) -> Any:
+                    need_trained: bool = False, exported: bool = False) -> Any:
     """The model in eval mode, by the weights policy of ``detseg.models.loading``.
+
+    ``exported``: an exported ``--weights`` file (ONNX, TorchScript) runs through
+    ``detseg.runtime`` (explain, benchmark); without it such a file is refused in one line.
 
     A family built without weights (or a new head with ``num_classes``) is built for ``imgsz``
     (its spec's ``input_size``), so a detector really runs at that resolution; a loaded model
@@ -30,7 +33,8 @@ def build_cli_model(model: str | None, backbone: str | None, weights: str | None
         net = build_model(model, backbone=backbone, num_classes=num_classes, weights=weights,
                           **options)
     else:
-        net = load_model(model, weights, backbone, need_trained=need_trained)
+        net = load_model(model, weights, backbone, need_trained=need_trained,
+                         exported=exported)
     if imgsz is not None:
         task_adapter(net).configure(net, InferenceSettings(imgsz=imgsz))
     return net.eval()

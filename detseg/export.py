@@ -31,14 +31,22 @@ from torch import Tensor, nn
 
 from detseg import __version__
 from detseg.errors import ExportError, UsageError
+from detseg.runtime.files import METADATA_KEY, TORCHSCRIPT_EXTRA
+from detseg.runtime.session import GraphSession
 from detseg.spec import ModelSpec
 from detseg.tasks import SemanticAdapter, TaskAdapter, task_adapter
+
+__all__ = ["EXPORT_FORMATS", "METADATA_KEY", "ONNX_OPSET", "SUFFIXES", "TORCHSCRIPT_EXTRA",
+           "CheckResult", "ExportResult", "ExportedModel", "build_export_module", "check_export",
+           "compare_detections", "export_metadata", "export_model", "read_export_metadata"]
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 ONNX_OPSET = 17
-METADATA_KEY = "detseg"
-TORCHSCRIPT_EXTRA = "detseg.json"
+#: runs an exported file on numpy images: ``ExportedModel(path)(images [N,3,H,W]) -> outputs``
+ExportedModel = GraphSession
+#: attributes of a detector (its ``roi_heads`` or itself) fixed in the exported graph
+GRAPH_SETTINGS = ("score_thresh", "nms_thresh", "detections_per_img")
 
 
 @dataclass
@@ -218,6 +226,7 @@ def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynam
         "dynamic_batch": dynamic_batch,
         "dynamic_size": dynamic_size,
         "half": half,
+        "inference": graph_settings(model),
         "detseg_version": __version__,
     }
     return {
@@ -226,6 +235,25 @@ def export_metadata(model: nn.Module, output_names: list[str], imgsz: int, dynam
         "class_names": json.dumps(spec["class_names"] if spec else []),
         "imgsz": str(imgsz),
     }
+
+
+def graph_settings(model: nn.Module) -> dict[str, Any]:
+    """What a detector applies inside its exported graph: ``score_thresh``, ``nms_thresh`` and
+    ``detections_per_img`` (of its ``roi_heads`` or itself) and ``resize`` (its transform's
+    ``min_size``, ``max_size``, ``fixed_size``); ``{}`` for models that hold none."""
+    found: dict[str, Any] = {}
+    for owner in (getattr(model, "roi_heads", None), model):
+        for key in GRAPH_SETTINGS:
+            if owner is not None and key not in found and hasattr(owner, key):
+                found[key] = float(getattr(owner, key)) if key != "detections_per_img" \
+                    else int(getattr(owner, key))
+    transform = getattr(model, "transform", None)
+    if transform is not None and hasattr(transform, "min_size"):
+        fixed = getattr(transform, "fixed_size", None)
+        found["resize"] = {"min_size": [int(v) for v in transform.min_size],
+                           "max_size": int(transform.max_size),
+                           "fixed_size": [int(v) for v in fixed] if fixed else None}
+    return found
 
 
 def _max_unpool2d_symbolic(g: Any, values: Any, indices: Any, output_size: list[int]) -> Any:
@@ -324,67 +352,11 @@ def _reason(err: Exception) -> str:
 
 
 def read_export_metadata(path: str | Path) -> dict[str, Any]:
-    """The detseg description stored in an exported file (``spec``, ``task``, ``outputs``...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such exported model file")
-    if path.suffix == ".onnx":
-        import onnx
+    """The detseg description stored in an exported file (``spec``, ``task``, ``outputs``...).
 
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
-                 .metadata_props}
-        raw = props.get(METADATA_KEY)
-    else:
-        extra = {TORCHSCRIPT_EXTRA: ""}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        raw = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}").get(METADATA_KEY)
-    if not raw:
-        raise ExportError(f"{path}: no detseg metadata in this file")
-    return json.loads(raw)
-
-
-class ExportedModel:
-    """Run an exported file on numpy images: ``model(images [N,3,H,W] float32) -> outputs``.
-
-    ``quiet`` silences onnxruntime's own error log (for probing whether a graph runs). The
-    runtime follows the file's content (TorchScript files are zip archives, ONNX ones are not),
-    whatever its name.
+    Raises ``WeightsError`` for a missing or unreadable file, or one without the description.
     """
-
-    def __init__(self, path: str | Path, quiet: bool = False):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UsageError(f"{self.path}: no such exported model file")
-        with open(self.path, "rb") as fh:
-            zipped = fh.read(4) == b"PK\x03\x04"  # TorchScript files are zip archives
-        if not zipped:
-            import onnxruntime
-
-            self.runtime = "onnxruntime"
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 4 if quiet else 2  # 4: fatal only, 2: warnings
-            self._session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"])
-        else:
-            self.runtime = "torchscript"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The detseg description stored in the file (see ``read_export_metadata``)."""
-        return read_export_metadata(self.path)
-
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        if self.runtime == "onnxruntime":
-            return list(self._session.run(None, {"images": images}))
-        with torch.inference_mode():
-            out = self._module(torch.from_numpy(images))
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        return [o.cpu().numpy() for o in outs]
+    return GraphSession(path, quiet=True).metadata
 
 
 def check_export(result: ExportResult, model: nn.Module, imgsz: int,

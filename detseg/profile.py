@@ -110,11 +110,15 @@ def _peak_rss_mb() -> float:
 
 def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
               device: str | torch.device | None = "cpu", half: bool = False, iters: int = 20,
-              warmup: int = 3, name: str | None = None) -> BenchmarkResult:
+              warmup: int = 3, name: str | None = None,
+              counted_on: nn.Module | None = None) -> BenchmarkResult:
     """Time ``iters`` forward passes of a random batch after ``warmup`` passes.
 
     ``half`` runs under fp16 autocast. GFLOPs are for the whole batch in fp32 (counting does not
     depend on precision). Throughput is images per second over the timed passes.
+    ``counted_on``: count parameters and FLOPs on this module instead of ``model`` (the
+    PyTorch network behind an exported ``detseg.runtime.RuntimeModel``, whose graph torch
+    cannot count).
     """
     if iters < 1 or warmup < 0 or batch_size < 1 or imgsz < 1:
         raise UsageError("iters, batch size and image size must be positive, warm-up >= 0")
@@ -122,8 +126,10 @@ def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
     model = model.eval().to(dev)
     spec = getattr(model, "spec", None)
     inputs = example_inputs(model, imgsz, batch_size, dev)
-    params, _ = count_params(model)
-    flops = count_flops(model, inputs)
+    counter = model if counted_on is None else counted_on.eval().to(dev)
+    params, _ = count_params(counter)
+    flops = count_flops(counter, inputs if counted_on is None
+                        else example_inputs(counter, imgsz, batch_size, dev))
 
     autocast = (torch.autocast(dev.type, dtype=torch.float16) if half
                 else contextlib.nullcontext())
