@@ -389,3 +389,21 @@ def test_ocsort_filter_state_equals_the_oracle_through_an_occlusion() -> None:
         track = ours.tracks[0]
         np.testing.assert_allclose(track.kf.x, kf.state.ravel(), atol=1e-3, err_msg=f"frame {t}")
         np.testing.assert_allclose(track.kf.p, kf.state_covariance, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", TRACKERS.names())
+def test_state_stays_bounded_over_a_long_video(name: str) -> None:
+    """600 frames with a short-lived object born every 5 frames: tracks end after the 30-frame
+    buffer, so the tracker never holds more than the objects of the last ~35 frames, and ids
+    keep counting up without reuse."""
+    objs = [Obj((40.0 * (k % 12), 30.0 * (k % 9), 40.0 * (k % 12) + 25, 30.0 * (k % 9) + 33),
+                (1.0, 0.5), frames=range(5 * k, 5 * k + 8)) for k in range(120)]
+    frames = scene(objs, 600, noise=0.3, seed=11)
+    tracker = build_tracker(name)
+    peak, ids = 0, set()
+    for boxes, scores, classes, _ in frames:
+        out = tracker.update(boxes, scores, classes)
+        ids.update(out.ids.tolist())
+        peak = max(peak, len(tracker.tracks))
+    assert peak <= 35 // 5 + 2
+    assert len(ids) >= 100 and max(ids) == len(ids)
