@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,7 @@ from cli_runner import detseg
 NAMES = ["cat", "dog", "bird"]
 
 
-def _planted(root: Path, n_images: int = 4, rle: bool = False
+def _planted(root: Path, n_images: int = 4, rle: bool = False, names: list[str] = NAMES
              ) -> tuple[Path, Path, Path, dict, list[dict]]:
     """Hand-drawn pictures of odd sizes, their COCO ground truth and results with one error of
     each TIDE kind planted per image: a true positive, a wrong class (Cls), a poor box (Loc), a
@@ -70,7 +71,7 @@ def _planted(root: Path, n_images: int = 4, rle: bool = False
                                                            *sizes[entry["image_id"]]))
             entry["segmentation"] = {"size": code["size"], "counts": code["counts"].decode()}
     gt = {"images": images, "annotations": anns,
-          "categories": [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]}
+          "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
     gt_path, res_path = root / "gt.json", root / "results.json"
     gt_path.write_text(json.dumps(gt))
     res_path.write_text(json.dumps(results))
@@ -167,7 +168,10 @@ def test_report_from_predictions_renders_with_every_part(planted, chromium, tmp_
 
 def test_segm_report_without_pictures_lists_capped_cases(chromium, tmp_path, monkeypatch,
                                                          capsys):
-    gt_path, res_path, _, _, _ = _planted(tmp_path / "data", n_images=30, rle=True)
+    # Class names that would break a page that did not escape them.
+    names = ["cat", 'dog "<b>" & co', "bird</script><script>alert(1)</script>"]
+    gt_path, res_path, _, _, _ = _planted(tmp_path / "data", n_images=30, rle=True,
+                                          names=names)
     out = tmp_path / "run"
     code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
                              res_path, "--iou-type", "segm", "--report", "--no-plots", "--out",
@@ -185,8 +189,9 @@ def test_segm_report_without_pictures_lists_capped_cases(chromium, tmp_path, mon
     assert fps.count('<figure class="nopic">') == 24
     assert fps.count("Cls") >= 1 and "image " in fps
     picker = re.search(r'<div class="pr-view".*?</select>', dom, re.S).group(0)
-    assert re.findall(r"<option[^>]*>([^<]+)</option>", picker) == ["all classes (mean)",
-                                                                     *NAMES]
+    options = re.findall(r"<option[^>]*>([^<]+)</option>", picker)
+    assert [unescape(o) for o in options] == ["all classes (mean)", *names]
+    assert '"<b>" & co' not in dom and "<script>alert(1)" not in dom
 
 
 def test_missing_pictures_and_bad_entries_are_named_and_the_report_still_written(

@@ -65,10 +65,10 @@ def cards(items: Sequence[tuple[str, float | None, str]]) -> str:
 
 
 def json_script(element_id: str, data: Any) -> str:
-    """``data`` as an inline ``application/json`` script the page's JS reads (``</`` escaped so
-    no string can close the element)."""
+    """``data`` as an inline ``application/json`` script the page's JS reads (``<``, ``>`` and
+    ``&`` written as ``\\u`` escapes, so no string can close or change the element)."""
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    text = text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f'<script type="application/json" id="{esc(element_id)}">{text}</script>'
 
 
