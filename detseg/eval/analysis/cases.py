@@ -60,12 +60,11 @@ class ImageErrors:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _rows_or_zeros(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``values[rows]``, or zeros of that shape when ``values`` is empty (the rows are then
-    placeholders the caller does not use)."""
-    if len(values):
-        return values[rows]
-    return np.zeros((len(rows), *values.shape[1:]), dtype=values.dtype)
+def _category_ids(scene: Scene, cats: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Category ids of ``rows`` of the category indices ``cats``; 0 where a row is -1."""
+    out = np.zeros(len(rows), dtype=np.int64)
+    out[rows >= 0] = scene.cat_ids[cats[rows[rows >= 0]]]
+    return out
 
 
 def _segmentations(entries: list, rows: np.ndarray, segm: bool) -> list[Any]:
@@ -98,10 +97,9 @@ def false_positives(scene: Scene, errors: TideErrors, counts: ThresholdCounts,
     rows = np.flatnonzero(counts.fp)
     rows = rows[np.argsort(-scene.p_score[rows], kind="stable")]
     target = errors.p_target[rows]
-    t = np.maximum(target, 0)
     return _cases(scene.img_ids[scene.p_img[rows]], scene.cat_ids[scene.p_cat[rows]],
-                  scene.p_box[rows], scene.p_score[rows], errors.p_error[rows], target,
-                  _rows_or_zeros(scene.g_box, t), _rows_or_zeros(scene.cat_ids[scene.g_cat], t),
+                  scene.detection_boxes(rows), scene.p_score[rows], errors.p_error[rows], target,
+                  scene.truth_boxes(target), _category_ids(scene, scene.g_cat, target),
                   _segmentations(results, scene.p_index[rows], scene.iou_type == "segm"),
                   errors.p_iou[rows])
 
@@ -144,10 +142,9 @@ def missed_objects(scene: Scene, missed: Missed, gt_data: dict) -> list[ErrorCas
     """The ground truth missed at the threshold, largest area first (file order on ties)."""
     by_area = np.argsort(-scene.g_area[missed.rows], kind="stable")
     rows, other = missed.rows[by_area], missed.other[by_area]
-    o = np.maximum(other, 0)
     return _cases(scene.img_ids[scene.g_img[rows]], scene.cat_ids[scene.g_cat[rows]],
-                  scene.g_box[rows], None, missed.kinds[by_area], other,
-                  _rows_or_zeros(scene.p_box, o), _rows_or_zeros(scene.cat_ids[scene.p_cat], o),
+                  scene.truth_boxes(rows), None, missed.kinds[by_area], other,
+                  scene.detection_boxes(other), _category_ids(scene, scene.p_cat, other),
                   _segmentations(gt_data["annotations"], scene.g_index[rows],
                                  scene.iou_type == "segm"), missed.iou[by_area])
 

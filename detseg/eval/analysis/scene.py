@@ -29,11 +29,11 @@ _PAIR_BLOCK = 1 << 21  # (detection, ground truth) pairs whose IoU is computed a
 
 @dataclass
 class Scene:
-    """Arrays of one evaluation: ``P`` detections, ``G`` ground truth, ``C`` crowd regions,
+    """Arrays of one evaluation: ``P`` detections, ``G`` ground truth (crowd regions apart),
     ``Q`` (detection, ground truth) pairs of an image with IoU > 0.
 
-    Boxes are COCO ``xywh`` pixels (for ``segm``, the masks' bounding boxes). Image indices
-    point into ``img_ids``, category indices into ``cat_ids``.
+    Geometry is boxes (``bbox``: COCO ``xywh`` pixels) or compressed RLEs (``segm``). Image
+    indices point into ``img_ids``, category indices into ``cat_ids``.
     """
 
     iou_type: str
@@ -45,13 +45,13 @@ class Scene:
     p_img: np.ndarray          # [P] image index; detections in processing order
     p_cat: np.ndarray          # [P] category index
     p_score: np.ndarray        # [P] float64
-    p_box: np.ndarray          # [P, 4] xywh
     p_index: np.ndarray        # [P] position in the results list
+    p_geometry: np.ndarray | list[dict]   # [P, 4] xywh boxes or [P] RLEs
     g_img: np.ndarray          # [G] image index; ground truth in file order (by image)
     g_cat: np.ndarray          # [G]
-    g_box: np.ndarray          # [G, 4] xywh
     g_area: np.ndarray         # [G] the 'area' field (square pixels; computed where missing)
     g_index: np.ndarray        # [G] position in the annotations list
+    g_geometry: np.ndarray | list[dict]   # [G, 4] xywh boxes or [G] RLEs
     crowd_iou: np.ndarray      # [P] largest crowd IoU (|d & c| / |d|) with a same-class region
     pair_p: np.ndarray         # [Q] detection row, sorted
     pair_g: np.ndarray         # [Q] ground-truth row, sorted within a detection
@@ -62,6 +62,25 @@ class Scene:
     def num_classes(self) -> int:
         """``K``, the ground truth's categories."""
         return len(self.cat_ids)
+
+    def detection_boxes(self, rows: np.ndarray) -> np.ndarray:
+        """``[N, 4]`` xywh boxes of detection ``rows`` (masks' bounding boxes for ``segm``);
+        zeros where a row is -1."""
+        return _boxes_of(self.p_geometry, rows)
+
+    def truth_boxes(self, rows: np.ndarray) -> np.ndarray:
+        """``[N, 4]`` xywh boxes of ground-truth ``rows``, as ``detection_boxes``."""
+        return _boxes_of(self.g_geometry, rows)
+
+
+def _boxes_of(geometry: np.ndarray | list[dict], rows: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(rows), 4))
+    have = np.flatnonzero(rows >= 0)
+    if isinstance(geometry, np.ndarray):
+        out[have] = geometry[rows[have]]
+    else:
+        out[have] = mask_boxes([geometry[i] for i in rows[have].tolist()])
+    return out
 
 
 def _image_order(data: dict, gt: GroundTruth) -> tuple[np.ndarray, list[str]]:
@@ -110,33 +129,15 @@ def _blocks(counts: np.ndarray) -> list[tuple[int, int]]:
     return bounds
 
 
-def _mask_iou(pd: np.ndarray, pg: np.ndarray, p_rles: list, g_rles: list, img: np.ndarray,
-              crowd: bool) -> np.ndarray:
-    """pycocotools' mask IoU of each pair (sorted by ``pd``; ``img [Q]`` their image), one
-    call per image on the masks its pairs use."""
-    iou = np.zeros(len(pd))
-    cuts = np.flatnonzero(np.diff(img)) + 1
-    for s0, s1 in zip(np.r_[0, cuts], np.r_[cuts, len(pd)], strict=True):
-        dets, d_pos = np.unique(pd[s0:s1], return_inverse=True)
-        gts, g_pos = np.unique(pg[s0:s1], return_inverse=True)
-        mat = mask_utils.iou([p_rles[i] for i in dets], [g_rles[j] for j in gts],
-                             [int(crowd)] * len(gts))
-        iou[s0:s1] = np.asarray(mat).reshape(len(dets), len(gts))[d_pos, g_pos]
-    return iou
-
-
-def _pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.ndarray,
-           p_rles: list | None, g_rles: list | None, crowd: bool
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(detection, partner, IoU) for every detection and partner of the same key (both
-    sorted by key) with IoU > 0; box IoU, or mask IoU where RLEs are given (pairs whose boxes
-    do not overlap are skipped: their masks cannot). ``crowd`` divides by the detection's area.
-    """
+def _box_pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.ndarray,
+               crowd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(detection, partner, IoU) for every detection and partner box of the same key (both
+    sorted by key) with IoU > 0; ``crowd`` divides by the detection's area."""
     lo = np.searchsorted(g_key, p_key, side="left")
     counts = np.searchsorted(g_key, p_key, side="right") - lo
-    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     p_x0, p_x1 = p_box[:, 0], p_box[:, 2] + p_box[:, 0]
     g_x0, g_x1 = g_box[:, 0], g_box[:, 2] + g_box[:, 0]
+    out_d, out_g, out_iou = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
     for start, stop in _blocks(counts):
         pd, pg = _expand(lo, counts, start, stop)
         # Pairs apart along x have IoU 0 (the same arithmetic as paired_box_iou's width).
@@ -144,20 +145,51 @@ def _pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: np.nd
         pd, pg = pd[near], pg[near]
         iou = paired_box_iou(p_box[pd], g_box[pg], np.full(len(pd), crowd))
         keep = iou > 0
-        pd, pg, iou = pd[keep], pg[keep], iou[keep]
-        if p_rles is not None and g_rles is not None and len(pd):
-            iou = _mask_iou(pd, pg, p_rles, g_rles, p_key[pd], crowd)
-            keep = iou > 0
-            pd, pg, iou = pd[keep], pg[keep], iou[keep]
-        out.append((pd, pg, iou))
-    if not out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return (np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]),
-            np.concatenate([o[2] for o in out]))
+        out_d.append(pd[keep])
+        out_g.append(pg[keep])
+        out_iou.append(iou[keep])
+    return np.concatenate(out_d), np.concatenate(out_g), np.concatenate(out_iou)
 
 
-def _crowd_iou(p_key: np.ndarray, p_box: np.ndarray, p_rles: list | None, c_key: np.ndarray,
-               c_box: np.ndarray, c_rles: list | None) -> np.ndarray:
+def _mask_pairs(p_key: np.ndarray, p_rles: list, g_key: np.ndarray, g_rles: list,
+                crowd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As ``_box_pairs`` for masks: one pycocotools IoU call per key (which skips the masks
+    whose boxes do not overlap)."""
+    out_d, out_g, out_iou = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    keys, p_lo = np.unique(p_key, return_index=True)
+    p_hi = np.r_[p_lo[1:], len(p_key)]
+    g_lo = np.searchsorted(g_key, keys, side="left")
+    g_hi = np.searchsorted(g_key, keys, side="right")
+    for a, b, c, d in zip(p_lo.tolist(), p_hi.tolist(), g_lo.tolist(), g_hi.tolist(),
+                          strict=True):
+        if c == d:
+            continue
+        mat = np.asarray(mask_utils.iou(p_rles[a:b], g_rles[c:d], [int(crowd)] * (d - c)))
+        rows, cols = np.nonzero(mat.reshape(b - a, d - c) > 0)
+        out_d.append(rows + a)
+        out_g.append(cols + c)
+        out_iou.append(mat.reshape(b - a, d - c)[rows, cols])
+    return np.concatenate(out_d), np.concatenate(out_g), np.concatenate(out_iou)
+
+
+def _pairs(p_key: np.ndarray, p_geo: np.ndarray | list, g_key: np.ndarray,
+           g_geo: np.ndarray | list, crowd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(detection, partner, IoU > 0) of the same key, boxes or masks (``crowd``: IoU over the
+    detection's area); keys sorted on both sides."""
+    if isinstance(p_geo, np.ndarray) and isinstance(g_geo, np.ndarray):
+        return _box_pairs(p_key, p_geo, g_key, g_geo, crowd)
+    assert isinstance(p_geo, list) and isinstance(g_geo, list)
+    return _mask_pairs(p_key, p_geo, g_key, g_geo, crowd)
+
+
+def _subset(geometry: np.ndarray | list, rows: np.ndarray) -> np.ndarray | list:
+    if isinstance(geometry, np.ndarray):
+        return geometry[rows]
+    return [geometry[i] for i in rows.tolist()]
+
+
+def _crowd_iou(p_key: np.ndarray, p_geo: np.ndarray | list, c_key: np.ndarray,
+               c_geo: np.ndarray | list) -> np.ndarray:
     """``[P]`` each detection's largest crowd IoU (``|d & c| / |d|``) with the crowd regions of
     its key (image and category), 0 where it has none."""
     out = np.zeros(len(p_key))
@@ -166,10 +198,8 @@ def _crowd_iou(p_key: np.ndarray, p_box: np.ndarray, p_rles: list | None, c_key:
         return out
     rows = rows[np.argsort(p_key[rows], kind="stable")]
     c_sort = np.argsort(c_key, kind="stable")
-    pd, _, iou = _pairs(p_key[rows], p_box[rows], c_key[c_sort], c_box[c_sort],
-                        None if p_rles is None else [p_rles[i] for i in rows.tolist()],
-                        None if c_rles is None else [c_rles[j] for j in c_sort.tolist()],
-                        crowd=True)
+    pd, _, iou = _pairs(p_key[rows], _subset(p_geo, rows), c_key[c_sort],
+                        _subset(c_geo, c_sort), crowd=True)
     np.maximum.at(out, rows[pd], iou)
     return out
 
@@ -190,28 +220,25 @@ def build_scene(gt_data: Any, results: Any, iou_type: str, gt_source: str,
         gt = parse_ground_truth(gt_data, iou_type, gt_source)
         dets = parse_results(results, gt, iou_type, results_source)
     img_rank, file_names = _image_order(gt_data, gt)
-    segm = iou_type == "segm"
     order = _ordered_detections(dets, img_rank)
-    p_rles = [dets.rles[i] for i in order.tolist()] if segm and dets.rles is not None else None
-    if p_rles is not None:
-        p_box = mask_boxes(p_rles)
+    p_geo: np.ndarray | list
+    g_all: np.ndarray | list
+    if iou_type == "segm":
+        assert dets.rles is not None and gt.rles is not None  # segm parsing makes RLEs
+        p_geo, g_all = [dets.rles[i] for i in order.tolist()], gt.rles
     else:
         assert dets.box is not None  # bbox evaluation keeps every result's box
-        p_box = dets.box[order]
+        p_geo, g_all = dets.box[order], gt.box
     g_order = np.lexsort((gt.ann_index, img_rank[gt.img]))
-    g_all_box = mask_boxes(gt.rles) if segm and gt.rles is not None else gt.box
     real, crowd = g_order[~gt.crowd[g_order]], g_order[gt.crowd[g_order]]
-    g_rles = [gt.rles[j] for j in real.tolist()] if gt.rles is not None else None
-    c_rles = [gt.rles[j] for j in crowd.tolist()] if gt.rles is not None else None
+    g_geo = _subset(g_all, real)
     p_img, p_cat = dets.img[order], dets.cat[order]
-    pair_p, pair_g, pair_iou = _pairs(img_rank[p_img], p_box, img_rank[gt.img[real]],
-                                      g_all_box[real], p_rles, g_rles, crowd=False)
+    pair_p, pair_g, pair_iou = _pairs(img_rank[p_img], p_geo, img_rank[gt.img[real]], g_geo,
+                                      crowd=False)
     k_n = len(gt.cat_ids)
-    crowd_iou = _crowd_iou(img_rank[p_img] * k_n + p_cat, p_box, p_rles,
-                           img_rank[gt.img[crowd]] * k_n + gt.cat[crowd], g_all_box[crowd],
-                           c_rles)
+    crowd_iou = _crowd_iou(img_rank[p_img] * k_n + p_cat, p_geo,
+                           img_rank[gt.img[crowd]] * k_n + gt.cat[crowd], _subset(g_all, crowd))
     return Scene(iou_type, gt.img_ids, img_rank, file_names, gt.cat_ids, list(gt.cat_names),
-                 p_img, p_cat, dets.score[order], p_box, dets.index[order],
-                 gt.img[real], gt.cat[real], g_all_box[real], gt.area[real],
-                 gt.ann_index[real], crowd_iou, pair_p, pair_g, pair_iou,
-                 gt.warnings + dets.warnings)
+                 p_img, p_cat, dets.score[order], dets.index[order], p_geo,
+                 gt.img[real], gt.cat[real], gt.area[real], gt.ann_index[real], g_geo,
+                 crowd_iou, pair_p, pair_g, pair_iou, gt.warnings + dets.warnings)
