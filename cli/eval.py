@@ -95,9 +95,9 @@ def eval_command(
         "$DETSEG_COCO_URL_BASE overrides the server)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PR curves / heatmap."),
     report: bool = typer.Option(
-        False, "--report", help="Also write report.html (one offline page: per-class table, "
-        "PR curves, confusion matrix, TIDE errors, picture galleries) and errors.json; with "
-        "--predictions, --images adds the pictures."),
+        False, "--report", help="Also write report.html, one offline page (per-class table, "
+        "PR curves, confusion matrix, TIDE errors and picture galleries; semantic: both mIoUs "
+        "and the worst images), and errors.json; with --predictions, --images adds pictures."),
     mot: Path | None = typer.Option(
         None, "--mot", help="MOTChallenge ground truth (gt.txt, a sequence folder or a MOT17-style "
         "folder): tracking metrics (HOTA, MOTA, IDF1) of --predictions (MOT txt or folder)."),
