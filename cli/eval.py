@@ -40,6 +40,8 @@ Examples:
 
   detseg eval --ann gt.json --predictions results.json --backend pycocotools   # reference
 
+  detseg eval --ann gt.json --predictions results.json --images val2017/ --report   # report.html
+
   detseg eval --mot MOT17/train --predictions runs/track/exp   # HOTA, MOTA, IDF1 per sequence
 """
 
