@@ -357,3 +357,25 @@ def test_clicks_sort_pick_toggle_and_open(planted, chromium, tmp_path, monkeypat
     assert lines[0].split()[1] == "desc" and desc == sorted(desc, reverse=True)
     assert lines[1].split()[1] == "asc" and asc == sorted(asc) and asc != desc
     assert lines[2:] == ["pr 2", "matrix rows", "lightbox open true"]
+
+
+def test_report_from_files_imports_no_torch(planted, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    gt_path, res_path, images_dir, _, _ = planted
+    code = (
+        "import sys\n"
+        "from detseg.cli.main import app\n"
+        f"args = ['eval', '--ann', {str(gt_path)!r}, '--predictions', {str(res_path)!r},\n"
+        f"        '--images', {str(images_dir)!r}, '--report', '--no-plots', '-q',\n"
+        f"        '--out', {str(tmp_path / 'run')!r}]\n"
+        "try:\n    app(args)\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH', 'torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH False" in proc.stdout
+    assert (tmp_path / "run" / "report.html").is_file()

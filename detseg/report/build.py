@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from detseg.eval.analysis import analyse_detections, write_errors_json
 from detseg.eval.coco_map import COCOMetrics
 from detseg.report.detection import detection_section
 from detseg.report.page import Section, render_page, write_page
@@ -53,8 +54,6 @@ def detection_report(out_dir: Path, evals: dict[str, COCOMetrics], gt: dict[str,
     for ``segm``); counts, the confusion matrix and the galleries use IoU 0.5 and detections
     with ``score >= score_threshold``.
     """
-    from detseg.eval.analysis import analyse_detections, write_errors_json
-
     types: list[str] = [t for t in ("bbox", "segm") if t in evals]
     analyses: dict[str, Any] = {
         t: analyse_detections(gt, results, iou_type=t, score_threshold=score_threshold)
