@@ -32,7 +32,7 @@ import numpy as np
 
 from detseg.errors import UsageError
 from detseg.track.base import Frame, Tracker, check_params, lost_frames, param
-from detseg.track.kalman import XYAHFilter
+from detseg.track.kalman import XYAHFilter, boxes_xyah, predict_xyah, update_xyah
 from detseg.track.matching import box_iou, match_by_class, min_cost_pairs
 from detseg.track.registry import TRACKERS
 
@@ -106,19 +106,19 @@ class ByteTrack(Tracker):
         high = frame.scores >= p.track_high_thresh
         hi_rows = np.flatnonzero(high)
         lo_rows = np.flatnonzero(~high & (frame.scores > p.track_low_thresh))
-        for track in self.tracks:
-            track.kf.predict(hold_height=track.lost)
+        predict_xyah([t.kf for t in self.tracks], np.array([t.lost for t in self.tracks], bool))
+        matched: list[_Track] = []
         confirmed = [t for t in self.tracks if t.id]
         unconfirmed = [t for t in self.tracks if not t.id]
 
         matches, left, left_hi = self._associate(confirmed, frame, hi_rows, p.match_thresh,
                                                  p.fuse_score)
         for ti, dj in matches:
-            self._hit(confirmed[ti], frame, int(hi_rows[dj]))
+            matched.append(self._hit(confirmed[ti], int(hi_rows[dj])))
         tracked = [confirmed[i] for i in left if not confirmed[i].lost]
         matches, left, _ = self._associate(tracked, frame, lo_rows, p.low_match_thresh, False)
         for ti, dj in matches:
-            self._hit(tracked[ti], frame, int(lo_rows[dj]))
+            matched.append(self._hit(tracked[ti], int(lo_rows[dj])))
         for i in left:
             tracked[i].lost = True
 
@@ -126,7 +126,8 @@ class ByteTrack(Tracker):
         matches, left, left_new = self._associate(unconfirmed, frame, rows, p.new_match_thresh,
                                                   p.fuse_score)
         for ti, dj in matches:
-            self._hit(unconfirmed[ti], frame, int(rows[dj]))
+            matched.append(self._hit(unconfirmed[ti], int(rows[dj])))
+        update_xyah([t.kf for t in matched], frame.boxes[[t.row for t in matched]])
         dropped = {id(unconfirmed[i]) for i in left}
         self.tracks = [t for t in self.tracks if id(t) not in dropped
                        and self.frame - t.last_seen <= self.max_lost]
@@ -141,20 +142,22 @@ class ByteTrack(Tracker):
         shown = [t for t in self.tracks if t.id and t.last_seen == self.frame]
         return [t.id for t in shown], [t.row for t in shown], [t.cls for t in shown]
 
-    def _hit(self, track: _Track, frame: Frame, row: int) -> None:
-        track.kf.update(frame.boxes[row])
+    def _hit(self, track: _Track, row: int) -> _Track:
+        """Book ``track`` as matched to detection ``row`` in this frame (its filter is corrected
+        with the others at the end of the association); returns it."""
         track.lost = False
         track.last_seen = self.frame
         track.row = row
         track.hits += 1
         if not track.id and track.hits >= self.p.min_hits:
             track.id = self._new_id()
+        return track
 
     def _associate(self, tracks: list[_Track], frame: Frame, rows: np.ndarray, max_cost: float,
                    fuse: bool) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         """Match ``tracks`` to the detections ``rows`` of ``frame``: ``(matches as (track,
         position in rows), unmatched tracks, unmatched positions)``."""
-        predicted = np.array([t.kf.box() for t in tracks]).reshape(-1, 4)
+        predicted = boxes_xyah([t.kf for t in tracks])
         boxes, scores = frame.boxes[rows], frame.scores[rows]
 
         def pairs(r: np.ndarray, c: np.ndarray) -> list[tuple[int, int]]:

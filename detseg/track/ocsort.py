@@ -26,12 +26,13 @@ last observation (OCR and ORU apply to it), and ``max_age`` scales with the fram
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from detseg.track.base import Frame, Tracker, check_params, lost_frames, param
-from detseg.track.kalman import XYSRFilter
+from detseg.track.kalman import XYSRFilter, boxes_xysr, predict_xysr, update_xysr
 from detseg.track.matching import box_iou, match_by_class, max_value_pairs
 from detseg.track.registry import TRACKERS
 
@@ -86,17 +87,15 @@ class _Track:
         self.frozen: tuple[np.ndarray, np.ndarray] | None = None
         self.row = -1
 
-    def predict(self) -> np.ndarray:
-        """Advance one frame; the predicted ``(4,)`` xyxy box (NaN if the filter degenerated)."""
+    def step(self) -> None:
+        """Start a frame, before the filters predict: if the last frame went unmatched, keep
+        the filter as it stood then (for ORU); count the frame."""
         if self.since_update == 1 and self.frozen is None:
-            # the first frame without a match is over: keep the filter as it stood then (ORU)
             self.frozen = self.kf.state()
-        self.kf.predict()
         self.age += 1
         if self.since_update > 0:
             self.streak = 0
         self.since_update += 1
-        return self.kf.box()
 
     def previous_obs(self) -> np.ndarray:
         """The observation ``delta_t`` frames back (the nearest one after it in the window,
@@ -106,13 +105,18 @@ class _Track:
                 return self.observations[self.age - dt]
         return self.last_obs
 
-    def update(self, box: np.ndarray, row: int) -> None:
-        """Correct with the observed ``box`` (xyxy), re-updating through the gap if lost."""
+    def observe(self, box: np.ndarray, row: int) -> None:
+        """Book the observed ``box`` (xyxy, detection ``row``): direction of motion, ORU through
+        the gap if the track was lost, counters. The filter's correction with ``box`` itself
+        follows, with the other tracks' (``update_xysr``)."""
         if self.observations:
-            self.velocity = _direction(self.previous_obs(), box)
+            src = self.previous_obs()
+            dx = float(box[0] + box[2] - src[0] - src[2]) / 2
+            dy = float(box[1] + box[3] - src[1] - src[3]) / 2
+            norm = math.hypot(dx, dy) + 1e-6
+            self.velocity = np.array([dy / norm, dx / norm])
         if self.frozen is not None:
             self._reupdate(box)
-        self.kf.update(self.kf.measure(box))
         self.since_update = 0
         self.streak += 1
         self.last_obs = box
@@ -123,7 +127,8 @@ class _Track:
 
     def _reupdate(self, box: np.ndarray) -> None:
         """ORU: from the frozen state, update along the line from the last observation to
-        ``box`` one frame at a time (the last virtual observation is ``box`` itself)."""
+        ``box`` one frame at a time (the last virtual observation is ``box`` itself; the real
+        one is applied after it, as in the authors' code)."""
         assert self.frozen is not None
         self.kf.restore(self.frozen)
         self.frozen = None
@@ -134,9 +139,9 @@ class _Track:
             f = i / gap
             x, y = x1 + f * (x2 - x1), y1 + f * (y2 - y1)
             w, h = w1 + f * (w2 - w1), h1 + f * (h2 - h1)
-            self.kf.update(np.array([x, y, w * h, w / h]))
+            update_xysr([self.kf], np.array([[x, y, w * h, w / h]]))
             if i < gap:
-                self.kf.predict()
+                predict_xysr([self.kf])
 
 
 def _centre(box: np.ndarray) -> tuple[float, float]:
@@ -168,7 +173,10 @@ class OCSort(Tracker):
         rows = np.flatnonzero(frame.scores >= p.det_thresh)
         boxes, scores = frame.boxes[rows], frame.scores[rows]
         classes = frame.classes[rows]
-        predicted = np.array([t.predict() for t in self.tracks]).reshape(-1, 4)
+        for track in self.tracks:
+            track.step()
+        predict_xysr([t.kf for t in self.tracks])
+        predicted = boxes_xysr([t.kf for t in self.tracks])
         finite = np.isfinite(predicted).all(axis=1)
         self.tracks = [t for t, ok in zip(self.tracks, finite, strict=True) if ok]
         predicted = predicted[finite]
@@ -180,8 +188,7 @@ class OCSort(Tracker):
             return max_value_pairs(value, iou >= p.iou_threshold)
 
         matches, left_t, left_d = match_by_class(track_cls, classes, p.class_agnostic, first)
-        for ti, dj in matches:
-            self.tracks[ti].update(boxes[dj], int(rows[dj]))
+        matched = [(self.tracks[ti], dj) for ti, dj in matches]
 
         if left_t and left_d:  # OCR: the last observations of the tracks left
             last = np.array([self.tracks[i].last_obs for i in left_t])
@@ -193,10 +200,12 @@ class OCSort(Tracker):
 
             matches, rest_t, rest_d = match_by_class(track_cls[left_t], classes[left_d],
                                                      p.class_agnostic, recover)
-            for ti, dj in matches:
-                d = left_d[dj]
-                self.tracks[left_t[ti]].update(boxes[d], int(rows[d]))
+            matched += [(self.tracks[left_t[ti]], left_d[dj]) for ti, dj in matches]
             left_d = [left_d[j] for j in rest_d]
+        for track, d in matched:
+            track.observe(boxes[d], int(rows[d]))
+        update_xysr([t.kf for t, _ in matched],
+                    XYSRFilter.measure(boxes[[d for _, d in matched]].reshape(-1, 4)))
 
         for d in left_d:
             track = _Track(boxes[d], int(classes[d]), p.delta_t)
