@@ -23,7 +23,7 @@ from detseg.eval.analysis.confusion import per_class_counts, threshold_counts
 from detseg.eval.analysis.matching import POS_THRESH, match_scene
 from detseg.eval.analysis.scene import build_scene
 from detseg.eval.analysis.tide import classify, error_counts, tide_scores
-from detseg.eval.coco.json_input import load_json, source_name
+from detseg.eval.coco.json_input import load_json, paused_gc, source_name
 
 IOU_TYPES = ("bbox", "segm")
 
@@ -82,19 +82,24 @@ def analyse_detections(gt: dict | str | Path, results: list[dict] | str | Path,
     if (isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
             or not math.isfinite(score_threshold)):
         raise UsageError(f"score_threshold must be a finite number, got {score_threshold!r}")
-    gt_data: Any = load_json(gt, "ground-truth")
-    res_data: Any = load_json(results, "results")
-    scene = build_scene(gt_data, res_data, iou_type, source_name(gt, gt_source, "ground truth"),
-                        source_name(results, results_source, "results"))
-    matching = match_scene(scene)
-    errors = classify(scene, matching)
-    ap50, dap = tide_scores(scene, matching, errors)
-    counts = threshold_counts(scene, matching, float(score_threshold))
-    missed = missed_types(scene, errors, counts)
-    ids = scene.cat_ids.tolist()
-    names = _unique_names(scene.cat_names, ids)
-    return DetectionAnalysis(
-        iou_type, float(score_threshold), POS_THRESH, ids, names, dap, ap50,
-        error_counts(errors), counts.confusion, per_class_counts(counts.confusion, names),
-        false_positives(scene, errors, counts, res_data), missed_objects(scene, missed, gt_data),
-        per_image(scene, errors, counts, missed), scene.warnings)
+    # Parsing and the error cases make many small acyclic objects: no cyclic collection
+    # until the end (one full pass then, instead of many on a heap of results).
+    with paused_gc():
+        gt_data: Any = load_json(gt, "ground-truth")
+        res_data: Any = load_json(results, "results")
+        scene = build_scene(gt_data, res_data, iou_type,
+                            source_name(gt, gt_source, "ground truth"),
+                            source_name(results, results_source, "results"))
+        matching = match_scene(scene)
+        errors = classify(scene, matching)
+        ap50, dap = tide_scores(scene, matching, errors)
+        counts = threshold_counts(scene, matching, float(score_threshold))
+        missed = missed_types(scene, errors, counts)
+        ids = scene.cat_ids.tolist()
+        names = _unique_names(scene.cat_names, ids)
+        return DetectionAnalysis(
+            iou_type, float(score_threshold), POS_THRESH, ids, names, dap, ap50,
+            error_counts(errors), counts.confusion, per_class_counts(counts.confusion, names),
+            false_positives(scene, errors, counts, res_data),
+            missed_objects(scene, missed, gt_data), per_image(scene, errors, counts, missed),
+            scene.warnings)

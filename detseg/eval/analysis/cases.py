@@ -21,7 +21,6 @@ import numpy as np
 from detseg.eval.analysis.confusion import ThresholdCounts
 from detseg.eval.analysis.scene import Scene
 from detseg.eval.analysis.tide import CLS, ERROR_TYPES, LOC, MISS, TideErrors
-from detseg.eval.coco.json_input import paused_gc
 
 Box = tuple[float, float, float, float]
 
@@ -82,13 +81,11 @@ def _cases(image_ids: np.ndarray, cat_ids: np.ndarray, boxes: np.ndarray,
     has = (other >= 0).tolist()
     names = [ERROR_TYPES[k] for k in kinds.tolist()]
     score_list = [None] * len(kinds) if scores is None else scores.tolist()
-    with paused_gc():  # many small acyclic objects
-        return [ErrorCase(i, c, box, score, name, ob if h else None, oc if h else None, seg,
-                          iou)
-                for i, c, box, score, name, h, ob, oc, seg, iou in zip(
-                    image_ids.tolist(), cat_ids.tolist(), map(tuple, boxes.tolist()),
-                    score_list, names, has, map(tuple, other_boxes.tolist()),
-                    other_cats.tolist(), segs, ious.tolist(), strict=True)]
+    return [ErrorCase(i, c, box, score, name, ob if h else None, oc if h else None, seg, iou)
+            for i, c, box, score, name, h, ob, oc, seg, iou in zip(
+                image_ids.tolist(), cat_ids.tolist(), map(tuple, boxes.tolist()), score_list,
+                names, has, map(tuple, other_boxes.tolist()), other_cats.tolist(), segs,
+                ious.tolist(), strict=True)]
 
 
 def false_positives(scene: Scene, errors: TideErrors, counts: ThresholdCounts,
@@ -163,10 +160,9 @@ def per_image(scene: Scene, errors: TideErrors, counts: ThresholdCounts, missed:
     table[:, MISS] = np.bincount(scene.g_img[missed.rows[missed.kinds == MISS]], minlength=i_n)
     total = table.sum(1)
     order = np.lexsort((scene.img_rank, -(fp + fn), -total))
-    with paused_gc():  # many small acyclic objects
-        return [ImageErrors(image_id, scene.file_names[i], g, t, f, n,
-                            dict(zip(ERROR_TYPES, row, strict=True)))
-                for i, image_id, g, t, f, n, row in zip(
-                    order.tolist(), scene.img_ids[order].tolist(), num_gt[order].tolist(),
-                    tp[order].tolist(), fp[order].tolist(), fn[order].tolist(),
-                    table[order].tolist(), strict=True)]
+    return [ImageErrors(image_id, scene.file_names[i], g, t, f, n,
+                        dict(zip(ERROR_TYPES, row, strict=True)))
+            for i, image_id, g, t, f, n, row in zip(
+                order.tolist(), scene.img_ids[order].tolist(), num_gt[order].tolist(),
+                tp[order].tolist(), fp[order].tolist(), fn[order].tolist(),
+                table[order].tolist(), strict=True)]

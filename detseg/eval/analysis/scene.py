@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from detseg.eval.coco.ground_truth import GroundTruth, parse_ground_truth
-from detseg.eval.coco.json_input import integer_id, paused_gc
+from detseg.eval.coco.json_input import integer_id
 from detseg.eval.coco.match import group_starts
 from detseg.eval.coco.results import Detections, parse_results
 from detseg.eval.iou import paired_box_iou
@@ -216,9 +216,8 @@ def build_scene(gt_data: Any, results: Any, iou_type: str, gt_source: str,
                 results_source: str) -> Scene:
     """Parse a COCO ground-truth dict and results list (``EvalInputError`` / warnings as the
     COCO evaluator) into a ``Scene``."""
-    with paused_gc():  # parsing builds many small acyclic objects
-        gt = parse_ground_truth(gt_data, iou_type, gt_source)
-        dets = parse_results(results, gt, iou_type, results_source)
+    gt = parse_ground_truth(gt_data, iou_type, gt_source)
+    dets = parse_results(results, gt, iou_type, results_source)
     img_rank, file_names = _image_order(gt_data, gt)
     order = _ordered_detections(dets, img_rank)
     p_geo: np.ndarray | list
