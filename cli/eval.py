@@ -100,6 +100,9 @@ def eval_command(
         False, "--report", help="Also write report.html, one offline page (per-class table, "
         "PR curves, confusion matrix, TIDE errors and picture galleries; semantic: both mIoUs "
         "and the worst images), and errors.json; with --predictions, --images adds pictures."),
+    report_conf: float = typer.Option(
+        0.5, "--report-conf", min=0.0, max=1.0, help="Score threshold of the report's counts, "
+        "confusion matrix and galleries (TIDE and the mAP use every detection)."),
     mot: Path | None = typer.Option(
         None, "--mot", help="MOTChallenge ground truth (gt.txt, a sequence folder or a MOT17-style "
         "folder): tracking metrics (HOTA, MOTA, IDF1) of --predictions (MOT txt or folder)."),
@@ -143,7 +146,7 @@ def eval_command(
         if problem:
             fail(problem)
         _score_file(ann, predictions, iou_type or "bbox", backend, out, plots, as_json, report,
-                    images)
+                    images, report_conf)
         return
     root = _data_root(dataset, data_root, ann, images)
     if download:
@@ -157,7 +160,7 @@ def eval_command(
     options = {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
                "mask_suffix": mask_suffix}
     _evaluate(dataset or "coco", root, ann, options, split, model, backbone, weights, iou_type,
-              backend, max_images, batch_size, device, out, plots, as_json, report)
+              backend, max_images, batch_size, device, out, plots, as_json, report, report_conf)
 
 
 def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
@@ -191,7 +194,7 @@ def _out_dir(out: Path | None) -> Path:
 
 def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: Path | None,
                 plots: bool, as_json: bool, report: bool = False,
-                images: Path | None = None) -> None:
+                images: Path | None = None, report_conf: float = 0.5) -> None:
     from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
     from detseg.eval.metrics_files import detection_tables, write_detection_files
 
@@ -211,7 +214,7 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     pictures_failed = False
     if report:
         extra, pictures_failed = report_from_files(ann, predictions, gt, results, images,
-                                                   evals, out_dir)
+                                                   evals, out_dir, report_conf)
         written += extra
     if as_json:
         from .console import print_json
@@ -230,7 +233,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
               model_name: str | None, backbone: str | None, weights: str | None,
               iou_type: str | None, backend: str, max_images: int | None, batch_size: int,
               device: str, out: Path | None, plots: bool, as_json: bool,
-              report: bool = False) -> None:
+              report: bool = False, report_conf: float = 0.5) -> None:
     from detseg.data import build_dataset
     from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model
@@ -262,7 +265,8 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
     pictures_failed = False
     if report:
         extra, pictures_failed = report_from_model(
-            result, watcher, data, out_dir, [f"model {weights or model_name}", f"data {root}"])
+            result, watcher, data, out_dir, [f"model {weights or model_name}", f"data {root}"],
+            report_conf)
         result["written"] = [*result["written"], *extra]
     if result.get("dropped_predictions"):
         warn(f"{result['dropped_predictions']} predictions of categories the dataset does not "

@@ -37,7 +37,8 @@ def load_inputs(ann: Path, predictions: Path) -> tuple[Any, Any]:
 
 
 def report_from_files(ann: Path, predictions: Path, gt: Any, results: Any, images: Path | None,
-                      evals: dict[str, Any], out_dir: Path) -> tuple[list[Path], bool]:
+                      evals: dict[str, Any], out_dir: Path, score_threshold: float = 0.5
+                      ) -> tuple[list[Path], bool]:
     """The report of a scored results file (``gt`` and ``results`` parsed by ``load_inputs``);
     ``(files written, some picture failed)``."""
     from detseg.report.build import detection_report
@@ -46,7 +47,8 @@ def report_from_files(ann: Path, predictions: Path, gt: Any, results: Any, image
     pictures = None if images is None else PictureSource.from_folder(images, gt.get("images", []))
     files = detection_report(out_dir, evals, gt, results, pictures,
                              [f"ground truth {ann}", f"results {predictions}"]
-                             + ([f"images {images}"] if images is not None else []))
+                             + ([f"images {images}"] if images is not None else []),
+                             score_threshold)
     _show(files.warnings)
     return files.written, bool(files.warnings)
 
@@ -61,11 +63,11 @@ def observer(report: bool, num_classes: int) -> Any:
 
 
 def report_from_model(result: dict[str, Any], watcher: Any, dataset: Any, out_dir: Path,
-                      meta: list[str]) -> tuple[list[Path], bool]:
+                      meta: list[str], score_threshold: float = 0.5) -> tuple[list[Path], bool]:
     """The report of a model run; ``(files written, some picture failed)``."""
     from detseg.report.build import model_report
 
     paths = {int(r.image_id): Path(r.path) for r in getattr(dataset, "records", [])}
-    files = model_report(out_dir, result, watcher, paths, meta)
+    files = model_report(out_dir, result, watcher, paths, meta, score_threshold)
     _show(files.warnings)
     return files.written, bool(files.warnings)

@@ -223,14 +223,26 @@ def test_missing_pictures_and_bad_entries_are_named_and_the_report_still_written
     assert (out / "errors.json").is_file()
 
 
-def test_report_with_json_prints_only_the_metrics(planted, tmp_path, monkeypatch, capsys):
+def test_report_with_json_and_a_score_threshold(planted, tmp_path, monkeypatch, capsys):
     gt_path, res_path, _, _, _ = planted
     out = tmp_path / "run"
     code, stdout, _ = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
-                             res_path, "--report", "--json", "--no-plots", "--out", out)
+                             res_path, "--report", "--report-conf", "0.9", "--json",
+                             "--no-plots", "--out", out)
     assert code == 0
     assert json.loads(stdout) == json.loads((out / "metrics.json").read_text())
-    assert (out / "report.html").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "score &gt;= 0.9" in html
+    # Only the true positives score 0.95: at 0.9 nothing is a false positive, and every
+    # object but the 4 cats found is missed.
+    table = re.search(r'<table id="bbox-classes".*?</table>', html, re.S).group(0)
+    counts = {row[0]: [int(v) for v in row[1:]] for row in re.findall(
+        r'<tr><td data-v="(\w+)">.*?' + r'<td data-v="[^"]*">[^<]*</td>' * 3
+        + r'<td data-v="[^"]*">(\d+)</td>' * 4 + "</tr>", table)}
+    assert counts == {"cat": [8, 4, 0, 4], "dog": [4, 0, 0, 4], "bird": [4, 0, 0, 4]}
+    code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
+                             res_path, "--report", "--report-conf", "1.5")
+    assert code == 2 and "--report-conf" in stderr
 
 
 def test_report_usage_errors(planted, tmp_path, monkeypatch, capsys):

@@ -89,14 +89,15 @@ def _write(out_dir: Path, lines: list[str], sections: list[Section]) -> Path:
 
 
 def model_report(out_dir: Path, result: dict[str, Any], images: SemanticImages | None,
-                 image_paths: dict[int, Path], meta: list[str] | None = None) -> ReportFiles:
+                 image_paths: dict[int, Path], meta: list[str] | None = None,
+                 score_threshold: float = 0.5) -> ReportFiles:
     """The report of ``evaluate_model``'s ``result`` (its ``details`` say which kind), with
-    pictures read from ``image_paths`` (image id -> file) and ``images`` the semantic observer
-    that watched the run."""
+    pictures read from ``image_paths`` (image id -> file), ``images`` the semantic observer
+    that watched the run and ``score_threshold`` that of ``detection_report``."""
     pictures = PictureSource(image_paths)
     details = result["details"]
     if "confusion_matrix" in details:
         return semantic_report(out_dir, result["metrics"], details["confusion_matrix"],
                                list(details["class_names"]), images, pictures, meta)
     return detection_report(out_dir, details, result["ground_truth"], result["predictions"],
-                            pictures, meta)
+                            pictures, meta, score_threshold)
