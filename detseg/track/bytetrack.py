@@ -22,6 +22,10 @@ the confirmed tracks matched in the frame, with the detection's box and score. D
 the authors' code: ids are handed out at confirmation (so they are consecutive), unconfirmed
 tracks are predicted too (so ``min_hits > 2`` follows moving objects), and the final
 duplicate-track removal heuristic of their code is not applied.
+
+The filter's velocity is stiff and the costs are the paper's (tuned on pedestrians): for
+objects that turn or bounce, looser costs keep more ids (shapes clips: ``match_thresh 0.9
+low_match_thresh 0.9`` took ground-truth-derived detections from IDF1 0.85 to 0.95).
 """
 
 from __future__ import annotations
