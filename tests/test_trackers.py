@@ -408,3 +408,20 @@ def test_state_stays_bounded_over_a_long_video(name: str) -> None:
         peak = max(peak, len(tracker.tracks))
     assert peak <= 35 // 5 + 2
     assert len(ids) >= 100 and max(ids) == len(ids)
+
+
+def test_ocsort_byte_option_keeps_reporting_through_low_scores() -> None:
+    """OC-SORT ignores detections under det_thresh: while an object scores 0.3 it is not
+    reported, and after it is back to 0.9 only once it has min_hits matches in a row; with
+    use_byte those detections continue its track, reported in every frame with one id."""
+    dim = frozenset(range(15, 25))
+    obj = Obj((40, 60, 90, 140), (3.0, 0.0), score=lambda t: 0.3 if t in dim else 0.9)
+    frames = scene([obj, Obj((400, 200, 440, 260), (-1.0, 0.0))], 40, noise=0.5, seed=6)
+    plain = run_ours("ocsort", frames)
+    one_id_each(plain, frames, 2)
+    assert [len(plain[t]) for t in range(14, 29)] == [2] + [1] * 12 + [2] * 2
+    byte = run_ours("ocsort", frames, use_byte=True)
+    one_id_each(byte, frames, 2)
+    assert all(len(byte[t]) == 2 for t in range(40))
+    with pytest.raises(UsageError, match="low_thresh"):
+        build_tracker("ocsort", use_byte=True, low_thresh=0.7)

@@ -15,13 +15,17 @@ algorithm) made to trust observations over the filter's estimates when objects a
   interpolates (centre, width, height) linearly from the last observation to the new one,
   which removes the error accumulated while it ran on predictions alone.
 
-Only detections scoring ``>= det_thresh`` are used. A track is reported in a frame when it was
-matched in it and has ``min_hits`` matches in a row (every matched track during the first
-``min_hits`` frames), with the detection's box; it is dropped after ``max_age`` frames (of a
-30 fps video, scaled by the frame rate) without a match. Matching only pairs a track with
-detections of its class unless ``class_agnostic``. Differences from the authors' code: ids are
-handed out at the first report (so they are consecutive), a new track's first box counts as its
-last observation (OCR and ORU apply to it), and ``max_age`` scales with the frame rate.
+Only detections scoring ``>= det_thresh`` are used, unless ``use_byte`` (the authors' option,
+off by default as in the paper's main results): then the detections scoring between
+``low_thresh`` and ``det_thresh`` are offered to the tracks still unmatched after the first
+association, by IoU with their prediction, before OCR (they never start a track). A track is
+reported in a frame when it was matched in it and has ``min_hits`` matches in a row (every
+matched track during the first ``min_hits`` frames), with the detection's box; it is dropped
+after ``max_age`` frames (of a 30 fps video, scaled by the frame rate) without a match.
+Matching only pairs a track with detections of its class unless ``class_agnostic``.
+Differences from the authors' code: ids are handed out at the first report (so they are
+consecutive), a new track's first box counts as its last observation (OCR and ORU apply to it),
+and ``max_age`` scales with the frame rate.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detseg.errors import UsageError
 from detseg.track.base import Frame, Tracker, check_params, lost_frames, param
 from detseg.track.kalman import XYSRFilter, boxes_xysr, predict_xysr, update_xysr
 from detseg.track.matching import box_iou, match_by_class, max_value_pairs
@@ -54,11 +59,20 @@ class OCSortParams:
         3, "frames back to the observation the direction of motion is measured from", 1)
     inertia: float = param(
         0.2, "weight of the direction-consistency term (OCM) in the association", 0.0)
+    use_byte: bool = param(
+        False, "also match low-score detections (above low_thresh, below det_thresh) to the "
+        "tracks left unmatched, by IoU with their prediction (the authors' BYTE option)")
+    low_thresh: float = param(
+        0.1, "with use_byte: detections scoring above this enter the low-score association",
+        0.0, 1.0)
     class_agnostic: bool = param(
         False, "match detections to tracks of any class (a track keeps its first class)")
 
     def __post_init__(self) -> None:
         check_params(self)
+        if self.low_thresh > self.det_thresh:
+            raise UsageError(f"tracker parameter low_thresh ({self.low_thresh}) must not exceed "
+                             f"det_thresh ({self.det_thresh})")
 
 
 def _direction(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -188,7 +202,20 @@ class OCSort(Tracker):
             return max_value_pairs(value, iou >= p.iou_threshold)
 
         matches, left_t, left_d = match_by_class(track_cls, classes, p.class_agnostic, first)
-        matched = [(self.tracks[ti], dj) for ti, dj in matches]
+        matched = [(self.tracks[ti], int(rows[dj])) for ti, dj in matches]
+
+        if p.use_byte and left_t:  # low-score detections, by IoU with the prediction
+            low = np.flatnonzero((frame.scores > p.low_thresh) & (frame.scores < p.det_thresh))
+            waiting = predicted[left_t]
+
+            def byte(r: np.ndarray, c: np.ndarray) -> list[tuple[int, int]]:
+                iou = box_iou(waiting[r], frame.boxes[low[c]])
+                return max_value_pairs(iou, iou >= p.iou_threshold)
+
+            matches, rest_t, _ = match_by_class(track_cls[left_t], frame.classes[low],
+                                                p.class_agnostic, byte)
+            matched += [(self.tracks[left_t[ti]], int(low[dj])) for ti, dj in matches]
+            left_t = [left_t[i] for i in rest_t]
 
         if left_t and left_d:  # OCR: the last observations of the tracks left
             last = np.array([self.tracks[i].last_obs for i in left_t])
@@ -200,12 +227,12 @@ class OCSort(Tracker):
 
             matches, rest_t, rest_d = match_by_class(track_cls[left_t], classes[left_d],
                                                      p.class_agnostic, recover)
-            matched += [(self.tracks[left_t[ti]], left_d[dj]) for ti, dj in matches]
+            matched += [(self.tracks[left_t[ti]], int(rows[left_d[dj]])) for ti, dj in matches]
             left_d = [left_d[j] for j in rest_d]
-        for track, d in matched:
-            track.observe(boxes[d], int(rows[d]))
+        for track, row in matched:
+            track.observe(frame.boxes[row], row)
         update_xysr([t.kf for t, _ in matched],
-                    XYSRFilter.measure(boxes[[d for _, d in matched]].reshape(-1, 4)))
+                    XYSRFilter.measure(frame.boxes[[r for _, r in matched]].reshape(-1, 4)))
 
         for d in left_d:
             track = _Track(boxes[d], int(classes[d]), p.delta_t)
