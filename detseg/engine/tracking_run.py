@@ -11,13 +11,16 @@ sequence and rank 0 writes the summary of all.
 
 A sequence that cannot be opened, or a frame that cannot be read, is one failure line and the
 run goes on (a frame lost between two frames still advances the tracker, with no detections);
-an output that cannot be written stops the run. Ctrl-C closes every file of the sequence
-being tracked (``report.interrupted``). Nothing prints: a ``TrackListener`` hears progress.
+an output that cannot be written stops the run. Ctrl-C stops the run after the frame being
+tracked (a flag the loop reads, so no interrupt is lost inside a finalizer; a second Ctrl-C
+raises at once) and every file is closed (``report.interrupted``). Nothing prints: a
+``TrackListener`` hears progress.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from detseg.engine import distributed as dist
+from detseg.engine.interrupts import stop_on_sigint
 from detseg.engine.sequences import FoundSequences, FrameRange, SequenceFrames, TrackSource
 from detseg.engine.track_outputs import SequenceOutputs
 from detseg.engine.writers import write_file
@@ -155,6 +159,7 @@ class TrackingRun:
         self.listener: TrackListener = listener or _Silent()
         self.info = dist.dist_info_from_env()
         self._shown: TrackListener = self.listener if self.info.is_main else _Silent()
+        self._stop = threading.Event()
 
     def run(self) -> TrackReport:
         """Track every sequence; ``OutputFolderError`` when the run folder cannot be made."""
@@ -200,8 +205,12 @@ class TrackingRun:
         report = TrackReport(run_dir=run_dir, world_size=info.world_size, is_main=info.is_main)
         self._shown.on_start(run_dir, len(self.found.sequences), info.world_size)
         try:
-            for source in self.found.sequences[info.rank::info.world_size]:
-                self._track_sequence(source, run_dir, report)
+            with stop_on_sigint(self._stop, lambda: None):
+                for source in self.found.sequences[info.rank::info.world_size]:
+                    self._track_sequence(source, run_dir, report)
+                    if self._stop.is_set():
+                        report.interrupted = True
+                        break
         except OutputError as err:
             report.output_failures.append(str(err))
             report.stopped = True
@@ -240,8 +249,9 @@ class TrackingRun:
         began = time.perf_counter()
         previous: int | None = None
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        results = self.predictor.predict_frames(frames, source.path)
         try:
-            for result in self.predictor.predict_frames(frames, source.path):
+            for result in results:
                 number = int(result.frame_index or 0) + 1
                 if previous is not None:  # frames lost in between: time passes, nothing seen
                     for _ in range((number - previous) // stride - 1):
@@ -253,11 +263,15 @@ class TrackingRun:
                 if state.frames % self.predictor.batch_size == 0:
                     self._shown.on_progress(state.frames, state.frames /
                                             max(time.perf_counter() - began, 1e-9))
+                if self._stop.is_set():
+                    state.interrupted = True
+                    break
         except KeyboardInterrupt:
             state.interrupted = True
             raise
         finally:
             state.seconds = time.perf_counter() - began
+            getattr(results, "close", lambda: None)()  # a generator: stop its batching now
             frames.close()
             state.summary = outputs.stats.summary()
             outputs.close()
