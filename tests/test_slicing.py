@@ -13,16 +13,20 @@ import torch
 from cli_runner import detseg, detseg_text
 
 from detseg.engine.predictor import Predictor
-from detseg.engine.slicing import (
+from detseg.engine.slice_merge import (
     SLICE_MERGES,
     Detections,
-    ScoreCanvas,
-    SliceOptions,
-    blend_window,
+    MaskPiece,
     box_ios,
     box_iou,
     merge_detections,
     shift_prediction,
+)
+from detseg.engine.slicing import (
+    ScoreBlend,
+    SlicedPicture,
+    SliceOptions,
+    blend_window,
     slice_grid,
 )
 from detseg.errors import UsageError
@@ -220,8 +224,6 @@ def test_a_box_cut_by_a_tile_border_joins_the_whole_box_of_the_neighbour() -> No
 def test_merge_keeps_separate_objects_and_unions_masks() -> None:
     left, right = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
     left[2:10, 2:10], right[2:10, 6:14] = True, True
-    from detseg.engine.slicing import MaskPiece
-
     found = Detections(np.array([[2, 2, 10, 10], [6, 2, 14, 10], [40, 40, 50, 50]],
                                 np.float32), np.array([0.5, 0.7, 0.9], np.float32),
                        np.array([1, 1, 1]), [MaskPiece.of(left), MaskPiece.of(right),
@@ -241,8 +243,6 @@ def test_max_det_conf_and_classes_apply_after_the_merge() -> None:
     """One object at x 210..300 of a 300 x 500 picture: the first tile (x 0..256) sees its
     left part with score 0.95, the second (x 205..461) sees it whole with 0.6; a circle (0.7)
     and a star (0.3) elsewhere."""
-    from detseg.engine.slicing import SlicedPicture
-
     picture = SlicedPicture(300, 500, SliceOptions(TILE, 0.2))
     assert picture.tiles[:2, 0].tolist() == [0, 205] and len(picture.tiles) == 6
 
@@ -264,22 +264,44 @@ def test_max_det_conf_and_classes_apply_after_the_merge() -> None:
 # ---------------------------------------------------------------------- semantic
 
 
+def blend(blender: ScoreBlend, tiles, scores) -> torch.Tensor:
+    """Every tile's part of ``scores`` (C x H x W) through ``blender``, rows put together."""
+    bands = [band for x0, y0, x1, y1 in tiles.tolist()
+             for band in blender.add((x0, y0, x1, y1), scores[:, y0:y1, x0:x1])]
+    bands += blender.finish()
+    assert [first for first, _ in bands] == sorted({first for first, _ in bands})
+    return torch.cat([rows for _, rows in bands], 1)
+
+
 def test_blending_reproduces_scores_that_agree_and_fades_across_the_overlap() -> None:
     height, width = 300, 500
     tiles = slice_grid(height, width, 128, 0.25)
     scores = torch.randn(3, height, width)
-    canvas = ScoreCanvas(height, width, 32)
-    for x0, y0, x1, y1 in tiles.tolist():
-        canvas.add((x0, y0, x1, y1), scores[:, y0:y1, x0:x1])
-    assert torch.allclose(canvas.blended(), scores, atol=1e-5)
+    assert torch.allclose(blend(ScoreBlend(height, width, 32, 128), tiles, scores), scores,
+                          atol=1e-5)
+    # with a whole-picture pass at a quarter of the size, resized as F.interpolate does
+    whole = torch.randn(3, 75, 125)
+    big = torch.nn.functional.interpolate(whole[None], size=(height, width), mode="bilinear",
+                                          align_corners=False)[0]
+    assert torch.allclose(blend(ScoreBlend(height, width, 32, 128, whole), tiles, big), big,
+                          atol=1e-5)
     window = blend_window(128, 100, 32)
     assert window.min() > 0 and window[64, 50] == 1 and window[0, 50] < window[16, 50] < 1
     # two tiles disagreeing: each wins on its own side of the overlap's middle
-    two = ScoreCanvas(64, 200, 40)
+    two = ScoreBlend(64, 200, 40, 64)
     two.add((0, 0, 120, 64), torch.tensor([1.0, 0.0])[:, None, None].expand(2, 64, 120))
     two.add((80, 0, 200, 64), torch.tensor([0.0, 1.0])[:, None, None].expand(2, 64, 120))
-    labels = two.blended().argmax(0)[32]
+    labels = two.finish()[0][1].argmax(0)[32]
     assert (labels[:99] == 0).all() and (labels[101:] == 1).all()
+    # tiles out of row order are refused, not blended wrongly
+    late = ScoreBlend(300, 100, 8, 128)
+    with pytest.raises(UsageError, match="covered by no tile"):
+        late.add((0, 172, 100, 300), torch.zeros(2, 128, 100))
+    late = ScoreBlend(300, 100, 8, 128)
+    late.add((0, 0, 100, 128), torch.zeros(2, 128, 100))
+    late.add((0, 120, 100, 248), torch.zeros(2, 128, 100))
+    with pytest.raises(UsageError, match="finished"):
+        late.add((0, 0, 100, 128), torch.zeros(2, 128, 100))
 
 
 def test_segment_sliced_on_an_odd_sized_picture(monkeypatch, capsys, picture, tmp_path) -> None:

@@ -365,55 +365,48 @@ class Predictor:
         return [self._result(item, prediction, speed)
                 for item, prediction in zip(items, predictions, strict=True)]
 
+    def _class_map(self, scores: torch.Tensor) -> np.ndarray:
+        """h x w int64 class map of C x h x w class scores (``conf``, ``classes`` applied)."""
+        labels = self.adapter.labels_from_scores(scores, self.settings).semantic
+        assert labels is not None, "only semantic adapters give class scores"
+        return labels
+
     def _run_sliced(self, item: _Item) -> Result:
-        """One picture through ``self.slicing``: its tiles ``batch_size`` at a time (and the
-        whole picture with ``full``), merged or blended; stage times summed over the passes."""
+        """One picture through ``self.slicing``: the whole picture first with ``full``, then its
+        tiles ``batch_size`` at a time, merged or blended; stage times summed over the passes."""
         assert self.slicing is not None, "called only with slicing"
         h, w = item.image.shape[:2]
         if not self.slicing.applies(h, w):
             return self._run_same_key([item])[0]
-        picture = SlicedPicture(h, w, self.slicing)
+        picture = SlicedPicture(h, w, self.slicing, to_labels=self._class_map)
         # every tile is kept: conf and classes apply after the merge, max_det to the picture
         tile_settings = replace(self.settings, max_det=None)
-        prep = infer = post = 0.0
+        passes: list[int | None] = [None] if self.slicing.full else []
+        passes += list(range(0, len(picture.tiles), self.batch_size))
+        times = np.zeros(3)
+        pixelwise = False
         with torch.inference_mode():
-            for start in range(0, len(picture.tiles), self.batch_size):
-                output, prepared, p, i = self._forward(
-                    picture.crops(item.image, start, start + self.batch_size))
+            for start in passes:
+                images = ([self._shrunk(item.image)] if start is None
+                          else picture.crops(item.image, start, start + self.batch_size))
+                output, prepared, prep, infer = self._forward(images)
                 t0 = time.perf_counter()
                 scores = self.adapter.pixel_scores(output, prepared)
+                pixelwise = scores is not None
+                tiles = [None] if start is None else list(range(start, start + len(images)))
                 if scores is not None:
-                    for k, tile_scores in enumerate(scores, start):
-                        picture.add_scores(k, tile_scores)
+                    for tile, tile_scores in zip(tiles, scores, strict=True):
+                        picture.add_scores(tile, tile_scores)
                 else:
                     predictions = self.adapter.postprocess(output, prepared, tile_settings)
-                    for k, prediction in enumerate(predictions, start):
-                        picture.add_detections(k, prediction)
-                prep, infer, post = prep + p, infer + i, post + time.perf_counter() - t0
-            if self.slicing.full:
-                output, prepared, p, i = self._forward([self._shrunk(item.image)])
-                t0 = time.perf_counter()
-                scores = self.adapter.pixel_scores(output, prepared)
-                if scores is not None:
-                    picture.add_scores(None, _resized(scores[0], (h, w)))
-                else:
-                    whole = self.adapter.postprocess(output, prepared, tile_settings)[0]
-                    picture.add_detections(None, whole if whole.size == (h, w)
-                                           else whole.rescaled((h, w)))
-                prep, infer, post = prep + p, infer + i, post + time.perf_counter() - t0
+                    for tile, prediction in zip(tiles, predictions, strict=True):
+                        if tile is None and prediction.size != (h, w):  # shrunk
+                            prediction = prediction.rescaled((h, w))
+                        picture.add_detections(tile, prediction)
+                times += (prep, infer, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            if scores is not None:
-                prediction = self.adapter.labels_from_scores(picture.scores(), self.settings)
-            else:
-                prediction = picture.detections(self.settings.conf, self.settings.classes,
-                                                self.settings.max_det)
-            post += time.perf_counter() - t0
-        return self._result(item, prediction, StageTimes(prep * 1e3, infer * 1e3, post * 1e3))
-
-
-def _resized(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``C x h x w`` class scores resized (bilinear) to ``size`` (H, W)."""
-    if tuple(scores.shape[-2:]) == size:
-        return scores
-    return torch.nn.functional.interpolate(scores[None], size=size, mode="bilinear",
-                                           align_corners=False)[0]
+            prediction = (Prediction(size=(h, w), semantic=picture.labels()) if pixelwise
+                          else picture.detections(self.settings.conf, self.settings.classes,
+                                                  self.settings.max_det))
+            times[2] += time.perf_counter() - t0
+        return self._result(item, prediction, StageTimes(*(times * 1e3).tolist()))

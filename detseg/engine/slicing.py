@@ -6,37 +6,38 @@ larger than the picture). Each tile runs through the model at its own resolution
 of a few pixels is not shrunk away with the whole picture. What comes back is put together
 again by ``SlicedPicture``:
 
-- detections are shifted back (``shift_prediction``: a box found at tile offset ``(x0, y0)``
-  moves by ``+x0``/``+y0``, a mask is pasted at the offset) and merged across tiles per class
-  (``merge_detections``): greedily, best score first (whole detections before those touching
-  a tile border inside the picture, which a tile may show only in part), every detection of
-  the class that matches the leader (IoU, or IoS: intersection over the smaller box, which
-  also catches a box cut by a tile border lying inside the whole one found by a neighbour)
-  above ``threshold`` joins its group. ``nms`` keeps the leader of a group; ``gnmm`` (SAHI's
-  GREEDYNMM) keeps the union of the group's boxes and masks with the best score. An optional
-  full-picture pass adds the large objects that no tile holds whole;
+- detections are shifted back (a box found at tile offset ``(x0, y0)`` moves by
+  ``+x0``/``+y0``, a mask is pasted at the offset) and merged across tiles per class, one per
+  object (``detseg.engine.slice_merge``: ``nms`` or SAHI's greedy merging ``gnmm``, matched by
+  IoS or IoU, whole detections before those a tile border cuts). An optional full-picture pass
+  adds the large objects that no tile holds whole;
 - semantic class scores (logits) of overlapping tiles are blended with a weight that ramps up
   linearly over the overlap from each tile's border (``blend_window``), so tile seams vanish;
-  the argmax comes after the blend.
+  the argmax comes after the blend. ``ScoreBlend`` holds one row of tiles at a time (C x
+  size x W), so a huge picture never becomes a C x H x W float map.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from detseg.engine.slice_merge import (
+    MATCH_METRICS,
+    SLICE_MERGES,
+    Detections,
+    border_cut,
+    merge_detections,
+    shift_prediction,
+)
 from detseg.errors import UsageError
 from detseg.prediction import Prediction
-from detseg.registry import Registry
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
-
-#: how two boxes are compared when merging: ``(a N x 4, b M x 4) -> N x M`` in [0, 1]
-MatchMetric = Callable[[np.ndarray, np.ndarray], np.ndarray]
-MATCH_METRICS: Registry[MatchMetric] = Registry("match metric")
 
 
 @dataclass(frozen=True)
@@ -115,231 +116,6 @@ def slice_grid(height: int, width: int, size: int, overlap: float = 0.2) -> np.n
     return np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
 
 
-# ---------------------------------------------------------------------- detections
-
-
-@dataclass
-class MaskPiece:
-    """An instance mask stored as the crop of its pixels: ``crop`` (h x w bool) whose top-left
-    pixel is at ``(y0, x0)`` in the picture."""
-
-    y0: int
-    x0: int
-    crop: np.ndarray
-
-    @staticmethod
-    def of(mask: np.ndarray, y0: int = 0, x0: int = 0) -> MaskPiece:
-        """The piece holding ``mask``'s set pixels (an H x W bool mask placed at ``(y0, x0)``)."""
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        if not len(rows):
-            return MaskPiece(y0, x0, np.zeros((0, 0), bool))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return MaskPiece(y0 + int(r0), x0 + int(c0), np.ascontiguousarray(mask[r0:r1, c0:c1]))
-
-    def paste(self, canvas: np.ndarray) -> None:
-        """OR this piece into ``canvas`` (H x W bool), clipped to it."""
-        h, w = self.crop.shape
-        y1, x1 = min(self.y0 + h, canvas.shape[0]), min(self.x0 + w, canvas.shape[1])
-        if y1 > self.y0 and x1 > self.x0:
-            canvas[self.y0:y1, self.x0:x1] |= self.crop[: y1 - self.y0, : x1 - self.x0]
-
-
-@dataclass
-class Detections:
-    """Detections gathered from tiles, in picture coordinates, before merging.
-
-    Attributes:
-        boxes: N x 4 float32 xyxy picture pixels.
-        scores: N float32; labels: N int64 model labels.
-        masks: N mask pieces, or ``None`` for models without masks.
-        cut: N bool, the detections that touch a tile border inside the picture.
-    """
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    masks: list[MaskPiece] | None = None
-    cut: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
-
-    def __len__(self) -> int:
-        return int(len(self.scores))
-
-    @staticmethod
-    def concat(parts: list[Detections]) -> Detections:
-        """All of ``parts`` in one (masks kept only if every part has them)."""
-        if not parts:
-            return Detections()
-        with_masks = all(p.masks is not None for p in parts)
-        return Detections(np.concatenate([p.boxes for p in parts]).astype(np.float32),
-                          np.concatenate([p.scores for p in parts]).astype(np.float32),
-                          np.concatenate([p.labels for p in parts]).astype(np.int64),
-                          [m for p in parts for m in (p.masks or [])] if with_masks else None,
-                          np.concatenate([p.cut for p in parts]))
-
-    def to_prediction(self, size: tuple[int, int]) -> Prediction:
-        """A ``Prediction`` of a ``size`` (h, w) picture; masks pasted at full size."""
-        masks = None
-        if self.masks is not None:
-            masks = np.zeros((len(self), *size), bool)
-            for canvas, piece in zip(masks, self.masks, strict=True):
-                piece.paste(canvas)
-        return Prediction(size=size, boxes=self.boxes.astype(np.float32),
-                          labels=self.labels.astype(np.int64),
-                          scores=self.scores.astype(np.float32), masks=masks)
-
-
-def shift_prediction(prediction: Prediction, x0: int, y0: int) -> Detections:
-    """A tile's ``prediction`` moved to the picture: boxes ``+x0``/``+y0``, masks placed at the
-    tile's offset ``(x0, y0)``."""
-    offset = np.array([x0, y0, x0, y0], np.float32)
-    masks = None
-    if prediction.masks is not None:
-        masks = [MaskPiece.of(m, y0, x0) for m in prediction.masks]
-    return Detections(prediction.boxes.astype(np.float32).reshape(-1, 4) + offset,
-                      prediction.scores.astype(np.float32), prediction.labels.astype(np.int64),
-                      masks, np.zeros(len(prediction.scores), bool))
-
-
-#: how a group of matched detections becomes one: ``(boxes K x 4, scores K, mask pieces or
-#: None) -> (box 4, score, the pieces kept or None)``; the group's first detection leads it
-MergeRule = Callable[[np.ndarray, np.ndarray, list[MaskPiece] | None],
-                     tuple[np.ndarray, float, list[MaskPiece] | None]]
-SLICE_MERGES: Registry[MergeRule] = Registry("slice merge")
-
-
-#: a box edge this close (pixels) to a tile border inside the picture marks a cut object
-CUT_MARGIN = 3.0
-
-
-def border_cut(boxes: np.ndarray, tile: np.ndarray, size: tuple[int, int],
-               margin: float = CUT_MARGIN) -> np.ndarray:
-    """Which of ``boxes`` (N x 4 xyxy picture pixels, found in ``tile``, xyxy) reach within
-    ``margin`` pixels of a tile border inside the ``size`` (h, w) picture: objects the tile
-    may show only in part. N bool."""
-    x0, y0, x1, y1 = (float(v) for v in tile)
-    h, w = size
-    cut = np.zeros(len(boxes), bool)
-    if x0 > 0:
-        cut |= boxes[:, 0] <= x0 + margin
-    if y0 > 0:
-        cut |= boxes[:, 1] <= y0 + margin
-    if x1 < w:
-        cut |= boxes[:, 2] >= x1 - margin
-    if y1 < h:
-        cut |= boxes[:, 3] >= y1 - margin
-    return cut
-
-
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0,
-                                                                  None)
-
-
-def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    wh = (np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]))
-    return np.clip(wh, 0, None).prod(axis=2)
-
-
-@MATCH_METRICS.register("iou", help="intersection over union")
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``a`` (N x 4) and ``b`` (M x 4): N x M."""
-    inter = _intersections(a, b)
-    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
-@MATCH_METRICS.register("ios", help="intersection over the smaller box's area")
-def box_ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over the smaller area of xyxy boxes ``a`` (N x 4) and ``b`` (M x 4): N x M
-    (1 when one box lies inside the other)."""
-    inter = _intersections(a, b)
-    smaller = np.minimum(_areas(a)[:, None], _areas(b)[None, :])
-    return inter / np.maximum(smaller, 1e-9)
-
-
-@SLICE_MERGES.register("nms", help="keep the best-scored detection of each matched group")
-def keep_best(boxes: np.ndarray, scores: np.ndarray, masks: list[MaskPiece] | None
-              ) -> tuple[np.ndarray, float, list[MaskPiece] | None]:
-    """The group's leader (its first detection) as it is."""
-    return boxes[0], float(scores[0]), None if masks is None else masks[:1]
-
-
-@SLICE_MERGES.register("gnmm", help="greedy non-maximum merging (SAHI's GREEDYNMM): the union "
-                                    "of each matched group's boxes and masks, best score")
-def union(boxes: np.ndarray, scores: np.ndarray, masks: list[MaskPiece] | None
-          ) -> tuple[np.ndarray, float, list[MaskPiece] | None]:
-    """The box around all of the group's boxes with its best score, and all of its mask
-    pieces (pasted together)."""
-    box = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
-    return box, float(scores.max()), masks
-
-
-def match_groups(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                 match: str = "ios", threshold: float = 0.5,
-                 cut: np.ndarray | None = None) -> list[np.ndarray]:
-    """Greedy grouping per class: in order of score (highest first), whole detections before
-    those marked ``cut`` (N bool, see ``border_cut``), a detection not yet grouped leads a
-    group that takes every ungrouped detection of its class whose ``match`` with it exceeds
-    ``threshold``. So a box cut by a tile border joins the whole box a neighbour found instead
-    of replacing it. Returns index arrays (leader first), by leader score, highest first."""
-    metric = MATCH_METRICS.get(match).builder
-    cut = np.zeros(len(scores), bool) if cut is None else cut
-    order = np.lexsort((np.arange(len(scores)), -scores, cut))
-    groups: list[np.ndarray] = []
-    for label in np.unique(labels):
-        idx = order[labels[order] == label]
-        similar = metric(boxes[idx], boxes[idx]) > threshold
-        free = np.ones(len(idx), bool)
-        for i in range(len(idx)):
-            if not free[i]:
-                continue
-            free[i] = False
-            members = np.flatnonzero(free & similar[i])
-            free[members] = False
-            groups.append(idx[np.concatenate([[i], members])])
-    groups.sort(key=lambda g: (-scores[g[0]], g[0]))
-    return groups
-
-
-def merge_detections(detections: Detections, merge: str = "nms", match: str = "ios",
-                     threshold: float = 0.5) -> Detections:
-    """One detection per matched group (see ``match_groups``), best score first; the
-    ``merge`` rule (a ``SLICE_MERGES`` name) makes a group's box and mask."""
-    rule = SLICE_MERGES.get(merge).builder
-    groups = match_groups(detections.boxes, detections.scores, detections.labels, match,
-                          threshold, detections.cut)
-    if not groups:
-        return Detections(masks=None if detections.masks is None else [])
-    boxes, scores, masks = [], [], []
-    for group in groups:
-        pieces = None if detections.masks is None else [detections.masks[i] for i in group]
-        box, score, kept = rule(detections.boxes[group], detections.scores[group], pieces)
-        boxes.append(box)
-        scores.append(score)
-        if kept is not None:
-            masks.append(_joined(kept))
-    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
-    leaders = np.array([g[0] for g in groups])[order]
-    return Detections(np.stack(boxes)[order].astype(np.float32),
-                      np.asarray(scores, np.float32)[order], detections.labels[leaders],
-                      None if detections.masks is None else [masks[i] for i in order],
-                      detections.cut[leaders])
-
-
-def _joined(pieces: list[MaskPiece]) -> MaskPiece:
-    """One piece covering all of ``pieces`` (their union)."""
-    if len(pieces) == 1:
-        return pieces[0]
-    y0 = min(p.y0 for p in pieces)
-    x0 = min(p.x0 for p in pieces)
-    y1 = max(p.y0 + p.crop.shape[0] for p in pieces)
-    x1 = max(p.x0 + p.crop.shape[1] for p in pieces)
-    canvas = np.zeros((y1 - y0, x1 - x0), bool)
-    for p in pieces:
-        MaskPiece(p.y0 - y0, p.x0 - x0, p.crop).paste(canvas)
-    return MaskPiece(y0, x0, canvas)
-
-
 # ---------------------------------------------------------------------- semantic scores
 
 
@@ -353,35 +129,77 @@ def blend_window(height: int, width: int, ramp: int) -> Tensor:
     return side(height)[:, None] * side(width)[None, :]
 
 
-class ScoreCanvas:
-    """Weighted sum of class scores (C x H x W float32, on the CPU) of overlapping tiles."""
+class ScoreBlend:
+    """Blends the class scores of overlapping tiles that arrive row by row (``slice_grid``'s
+    order), holding only the rows one row of tiles covers: a C x ``band`` x W float32 sum, on
+    the CPU. ``add`` and ``finish`` give back the rows no later tile reaches, blended, as
+    ``(first row, C x h x W scores)``.
 
-    def __init__(self, height: int, width: int, ramp: int) -> None:
+    ``whole``: class scores of the whole picture at any size (C x h' x w'), resized (bilinear,
+    as ``F.interpolate``) band by band and weighed 1 everywhere.
+    """
+
+    def __init__(self, height: int, width: int, ramp: int, band: int,
+                 whole: Tensor | None = None) -> None:
         self.size = (height, width)
         self.ramp = ramp
+        self.band = min(band, height)
+        self.top = 0
         self.total: Tensor | None = None
-        self.weight = torch.zeros(height, width)
+        self.weight = torch.zeros(self.band, width)
+        self.whole = None if whole is None else whole.detach().float().cpu()
 
-    def add(self, box: tuple[int, int, int, int], scores: Tensor, uniform: bool = False) -> None:
+    def add(self, box: tuple[int, int, int, int], scores: Tensor) -> list[tuple[int, Tensor]]:
         """Blend ``scores`` (C x h x w) in at ``box`` (xyxy picture pixels of size w x h);
-        ``uniform`` weighs every pixel 1 (a whole-picture pass) instead of the ramp."""
+        returns the rows above the tile's top, finished."""
         x0, y0, x1, y1 = box
         scores = scores.detach().float().cpu()
         if tuple(scores.shape[-2:]) != (y1 - y0, x1 - x0):
             raise UsageError(f"scores of shape {tuple(scores.shape)} do not fit the tile "
                              f"{box}")
+        if y0 < self.top or y1 > max(y0, self.top) + self.band:
+            raise UsageError(f"tile {box} comes after rows {self.top}.. were finished, or is "
+                             f"taller than {self.band} rows")
+        done = self._release(y0) if y0 > self.top else []
         if self.total is None:
-            self.total = torch.zeros(scores.shape[0], *self.size)
-        weight = (torch.ones(y1 - y0, x1 - x0) if uniform
-                  else blend_window(y1 - y0, x1 - x0, self.ramp))
-        self.total[:, y0:y1, x0:x1] += scores * weight
-        self.weight[y0:y1, x0:x1] += weight
+            self.total = torch.zeros(scores.shape[0], self.band, self.size[1])
+        weight = blend_window(y1 - y0, x1 - x0, self.ramp)
+        rows = slice(y0 - self.top, y1 - self.top)
+        self.total[:, rows, x0:x1] += scores * weight
+        self.weight[rows, x0:x1] += weight
+        return done
 
-    def blended(self) -> Tensor:
-        """C x H x W blended scores (every pixel must have been covered)."""
-        if self.total is None:
-            raise UsageError("no tile scores were added")
-        return self.total / self.weight.clamp(min=1e-12)
+    def finish(self) -> list[tuple[int, Tensor]]:
+        """The rows not given back yet, blended."""
+        return self._release(self.size[0]) if self.top < self.size[0] else []
+
+    def _release(self, until: int) -> list[tuple[int, Tensor]]:
+        """Rows ``top..until`` blended and given back; the band moves down to ``until``."""
+        n = until - self.top
+        if self.total is None or n > self.band:
+            raise UsageError(f"rows {self.top}..{until} of the picture were covered by no tile")
+        total, weight = self.total[:, :n], self.weight[:n]
+        if self.whole is not None:
+            total, weight = total + self._whole_rows(self.top, until), weight + 1
+        if not bool((weight > 0).all()):
+            raise UsageError(f"rows {self.top}..{until} of the picture were covered by no tile")
+        blended = total / weight
+        self.total = torch.cat([self.total[:, n:], torch.zeros_like(self.total[:, :n])], 1)
+        self.weight = torch.cat([self.weight[n:], torch.zeros_like(self.weight[:n])])
+        first, self.top = self.top, until
+        return [(first, blended)]
+
+    def _whole_rows(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of ``whole`` resized to the picture: C x (stop - start) x W."""
+        assert self.whole is not None, "called only with whole-picture scores"
+        (height, width), whole = self.size, self.whole
+        if tuple(whole.shape[-2:]) == (height, width):
+            return whole[:, start:stop]
+        xs = (torch.arange(width) + 0.5) / width * 2 - 1
+        ys = (torch.arange(start, stop) + 0.5) / height * 2 - 1
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]
+        return F.grid_sample(whole[None], grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0]
 
 
 # ---------------------------------------------------------------------- one picture
@@ -390,17 +208,23 @@ class ScoreCanvas:
 class SlicedPicture:
     """One picture's tiles and what the model made of them.
 
-    ``tiles`` (K x 4 xyxy) are what to run; give each tile's output back with
-    ``add_detections`` (detectors) or ``add_scores`` (semantic models), and the whole
-    picture's with the same calls when ``options.full``; then ``detections`` or ``scores``.
+    ``tiles`` (K x 4 xyxy) are what to run. Detectors: give each tile's prediction with
+    ``add_detections`` (and the whole picture's, with ``options.full``), then take
+    ``detections``. Semantic models: give the whole picture's class scores first (with
+    ``options.full``), then each tile's in order, with ``add_scores``, then take ``labels``;
+    ``to_labels`` turns blended C x h x W scores into an h x W class map, band by band.
     """
 
-    def __init__(self, height: int, width: int, options: SliceOptions) -> None:
+    def __init__(self, height: int, width: int, options: SliceOptions,
+                 to_labels: Callable[[Tensor], np.ndarray] | None = None) -> None:
         self.size = (height, width)
         self.options = options
         self.tiles = slice_grid(height, width, options.size, options.overlap)
+        self.to_labels = to_labels
         self._parts: list[Detections] = []
-        self._canvas: ScoreCanvas | None = None
+        self._whole: Tensor | None = None
+        self._blend: ScoreBlend | None = None
+        self._labels: np.ndarray | None = None
 
     def crops(self, image: np.ndarray, start: int, stop: int) -> list[np.ndarray]:
         """``image`` (H x W x C) cut to tiles ``start:stop`` (views, not copies)."""
@@ -416,14 +240,34 @@ class SlicedPicture:
 
     def add_scores(self, tile: int | None, scores: Tensor) -> None:
         """Tile ``tile``'s class scores (C x h x w in tile pixels), or the whole picture's
-        (``None``, weighed uniformly)."""
-        if self._canvas is None:
-            self._canvas = ScoreCanvas(*self.size, self.options.overlap_px)
+        (``None``; C x h' x w' at any size, before the first tile's)."""
         if tile is None:
-            self._canvas.add((0, 0, self.size[1], self.size[0]), scores, uniform=True)
-        else:
-            x0, y0, x1, y1 = (int(v) for v in self.tiles[tile])
-            self._canvas.add((x0, y0, x1, y1), scores)
+            if self._blend is not None:
+                raise UsageError("the whole picture's scores go in before the tiles'")
+            self._whole = scores
+            return
+        if self._blend is None:
+            self._blend = ScoreBlend(*self.size, self.options.overlap_px, self.options.size,
+                                     self._whole)
+        x0, y0, x1, y1 = (int(v) for v in self.tiles[tile])
+        self._keep(self._blend.add((x0, y0, x1, y1), scores))
+
+    def _keep(self, bands: list[tuple[int, Tensor]]) -> None:
+        if self.to_labels is None:
+            raise UsageError("a SlicedPicture given class scores needs to_labels")
+        for first, scores in bands:
+            labels = self.to_labels(scores)
+            if self._labels is None:
+                self._labels = np.empty(self.size, labels.dtype)
+            self._labels[first:first + len(labels)] = labels
+
+    def labels(self) -> np.ndarray:
+        """H x W class map of the blended scores of every tile (and the whole picture)."""
+        if self._blend is None:
+            raise UsageError("no tile scores were added")
+        self._keep(self._blend.finish())
+        assert self._labels is not None, "finish gives back the last rows"
+        return self._labels
 
     def detections(self, conf: float | None = None, classes: tuple[int, ...] | None = None,
                    max_det: int | None = None) -> Prediction:
@@ -440,9 +284,3 @@ class SlicedPicture:
         kept = Detections(merged.boxes[index], merged.scores[index], merged.labels[index],
                           None if merged.masks is None else [merged.masks[i] for i in index])
         return kept.to_prediction(self.size)
-
-    def scores(self) -> Tensor:
-        """C x H x W blended class scores of every tile (and the whole-picture pass)."""
-        if self._canvas is None:
-            raise UsageError("no tile scores were added")
-        return self._canvas.blended()
