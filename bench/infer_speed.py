@@ -14,6 +14,13 @@ random tiny ``faster_rcnn`` at the image size. Both sides keep ``--max-det`` box
 
     python bench/infer_speed.py                 # 64 images, 300 frames, batch 8, CPU
     python bench/infer_speed.py --device cuda --half
+
+``--runtimes``: instead, ``detseg detect`` over the same folder with the PyTorch checkpoint and
+with its ONNX export (``detseg.runtime``, ONNX Runtime), for shapes-ssd and shapes-faster_rcnn
+(``--runtime-weights``), side by side in one process, ``--threads`` torch threads (ONNX Runtime
+follows torch's count), ``--size`` px images; prints ms per image and the ONNX / PyTorch ratio.
+
+    python bench/infer_speed.py --runtimes --threads 1 --size 256 --images 32
 """
 
 from __future__ import annotations
@@ -47,6 +54,12 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-video", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="compare the PyTorch checkpoint with its ONNX export instead")
+    parser.add_argument("--runtime-weights", default="shapes-ssd,shapes-faster_rcnn",
+                        help="checkpoints compared with --runtimes (comma-separated)")
+    parser.add_argument("--threads", type=int, default=None, help="torch (and ONNX Runtime) "
+                        "threads (default: torch's own)")
     return parser.parse_args()
 
 
@@ -170,8 +183,59 @@ def detseg_detect(source: Path, out: Path, weights: str, batch: int, args) -> fl
     return time.perf_counter() - began
 
 
+def compare_runtimes(args) -> None:
+    """``detseg detect`` over one folder: each checkpoint and its ONNX export, in turn."""
+    from detseg.export import export_model
+    from detseg.models import build_model
+
+    names = [n.strip() for n in args.runtime_weights.split(",") if n.strip()]
+    best: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="detseg-bench-rt-") as tmp:
+        root = Path(tmp)
+        from detseg.data.shapes import generate_shapes
+
+        folder = generate_shapes(root / "shapes", train=0, val=args.images,
+                                 size=args.size) / "images" / "val"
+        files = {}
+        for name in names:
+            onnx_path = root / f"{name}.onnx"
+            export_model(build_model(weights=name), "onnx", onnx_path, imgsz=args.size,
+                         dynamic=True)
+            files[name] = {"torch": name, "onnxruntime": str(onnx_path)}
+        run = 0
+        for name in names:  # warm-up: imports and first-call costs, untimed
+            for weights in files[name].values():
+                run += 1
+                detseg_detect(sorted(folder.glob("*.jpg"))[0], root / f"rt{run}", weights, 1,
+                              args)
+        for _ in range(args.repeats):
+            for name in names:
+                for runtime, weights in files[name].items():
+                    run += 1
+                    seconds = detseg_detect(folder, root / f"rt{run}", weights, 1, args)
+                    best[(name, runtime)] = min(seconds, best.get((name, runtime), float("inf")))
+                    print(f"  {name:<20} {runtime:<12} {seconds:7.2f} s", flush=True)
+    print(f"\nbest of {args.repeats} (detect over {args.images} images at {args.size}px, batch 1, "
+          f"{args.device}, torch threads {torch.get_num_threads()}):")
+    rows = []
+    for name in names:
+        torch_s, onnx_s = best[(name, "torch")], best[(name, "onnxruntime")]
+        rows.append({"weights": name, "torch_ms": round(torch_s / args.images * 1e3, 2),
+                     "onnxruntime_ms": round(onnx_s / args.images * 1e3, 2),
+                     "ratio": round(onnx_s / torch_s, 3)})
+        print(f"  {name:<20} torch {torch_s / args.images * 1e3:7.1f} ms/image   onnxruntime "
+              f"{onnx_s / args.images * 1e3:7.1f} ms/image   x{onnx_s / torch_s:.3f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"device": args.device, "rows": rows}, indent=2))
+
+
 def main() -> None:
     args = _args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.runtimes:
+        compare_runtimes(args)
+        return
     with tempfile.TemporaryDirectory(prefix="detseg-bench-") as tmp:
         root = Path(tmp)
         folder, video = _make_inputs(root, args.images, args.frames, args.size)

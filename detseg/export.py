@@ -17,10 +17,12 @@ The spec travels as JSON under the key ``detseg`` (ONNX ``metadata_props``; Torc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +290,31 @@ def _register_onnx_symbolics(opset: int) -> None:
         opset)
 
 
+def _merge_levels_by_gather(levels: Tensor, per_level: list[Tensor]) -> Tensor:
+    """RoIAlign outputs of each pyramid level (``per_level[k]``: the boxes with ``levels ==
+    k``, in box order) -> ``[K, C, h, w]`` in box order, by concatenating them and gathering
+    with the inverse order. torchvision traces this merge as a ``ScatterElements`` over the
+    whole output, which ONNX Runtime runs about ten times slower than a ``Gather`` (150 ms of a
+    300 ms tiny Faster R-CNN on one thread)."""
+    order = torch.cat([torch.where(levels == k)[0] for k in range(len(per_level))])
+    inverse = torch.zeros_like(order).scatter(0, order, torch.arange(order.numel()))
+    return torch.cat(per_level)[inverse]
+
+
+@contextlib.contextmanager
+def _roi_levels_merged_by_gather() -> Iterator[None]:
+    """While tracing, torchvision's multi-scale RoIAlign merges its levels with
+    ``_merge_levels_by_gather`` (same values, in the same order)."""
+    from torchvision.ops import poolers
+
+    original = poolers._onnx_merge_levels
+    poolers._onnx_merge_levels = _merge_levels_by_gather
+    try:
+        yield
+    finally:
+        poolers._onnx_merge_levels = original
+
+
 def _trace_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str],
                 dynamic_size: bool, dynamic_batch: bool, opset: int) -> None:
     _register_onnx_symbolics(opset)
@@ -301,7 +328,7 @@ def _trace_onnx(wrapper: nn.Module, sample: Tensor, out: Path, names: list[str],
         for name in names:
             axes[name] = output_axes if name == "logits" else {0: "detections"}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _roi_levels_merged_by_gather():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (sample,), str(out), opset_version=opset, dynamo=False,
                               input_names=["images"], output_names=names,
