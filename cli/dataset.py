@@ -129,16 +129,19 @@ def shapes_video_command(
     """Write tracking clips of moving, crossing and occluding shapes with exact MOTChallenge
     ground truth (the shapes of `detseg dataset shapes`).
 
-    Layout per clip: OUT/shapes-NN/img1/000001.jpg..., OUT/shapes-NN/gt/gt.txt
-    (frame,id,x,y,w,h,1,class,visibility: the whole box of each shape, its visible fraction;
-    shapes hidden completely are left out), OUT/shapes-NN/seqinfo.ini and
-    OUT/shapes-NN/shapes-NN.mp4 (the same frames as a video).
+    Layout per clip:
+    OUT/shapes-NN/img1/000001.jpg ...  the frames
+    OUT/shapes-NN/gt/gt.txt            frame,id,x,y,w,h,1,class,visibility: the
+                                       whole box of each shape and the fraction
+                                       seen (shapes hidden completely left out)
+    OUT/shapes-NN/seqinfo.ini          frame rate, length, size
+    OUT/shapes-NN/shapes-NN.mp4        the same frames as a video
 
     Examples:
 
       detseg dataset shapes-video --out data/shapes-video
 
-      detseg dataset shapes-video --out data/clips --sequences 2 --frames 60 --size 320x240
+      detseg dataset shapes-video --out data/clips --sequences 2 --size 320x240
     """
     from detseg.data.shapes_video import generate_shapes_video, parse_size
     from detseg.errors import DetsegError, UsageError

@@ -212,26 +212,29 @@ def track_command(
                                     help="Write the annotated video of each sequence."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary."),
 ) -> None:
-    """Track objects through videos and image sequences: a detector on every frame, ByteTrack
-    or OC-SORT linking the detections into identities.
+    """Track objects through videos and image sequences: a detector on every frame,
+    ByteTrack or OC-SORT linking the detections into identities.
 
-    Per sequence, in the run folder: <seq>.txt (MOTChallenge results,
-    frame,id,x,y,w,h,conf,-1,-1,-1 with frames numbered as in the source, so `detseg eval
-    --mot` scores it against the sequence's gt.txt, with --vid-stride/--start/--end too),
-    <seq>.jsonl (a line per frame: frame, objects with id, class, score, box_xyxy), <seq>.mp4
-    (boxes, #id class labels, trails of the last 30 centres); summary.json (tracks, mean track
-    length, ids per class). Tracker options are the tracker's parameters as --name-with-dashes
-    VALUE (`detseg track --list-trackers`).
+    Writes per sequence, in the run folder:
+    <seq>.txt    MOTChallenge results, frame,id,x,y,w,h,conf,-1,-1,-1, frames
+                 numbered as in the source (also with --vid-stride, --start,
+                 --end), so `detseg eval --mot` scores it against gt.txt;
+    <seq>.jsonl  a line per frame: frame, objects (id, class, score, box_xyxy);
+    <seq>.mp4    boxes, #id class labels, trails of the last 30 centres;
+    and summary.json (tracks, mean track length, ids per class).
+
+    Tracker options: the tracker's parameters as --name-with-dashes VALUE
+    (`detseg track --list-trackers` lists them with their defaults).
 
     Examples:
 
       detseg track data/shapes-video --weights shapes-faster_rcnn
 
-      detseg track clip.mp4 --weights shapes-mask_rcnn --tracker ocsort --min-hits 2
+      detseg track clip.mp4 -w shapes-mask_rcnn --tracker ocsort --min-hits 2
 
-      detseg track MOT17/train/MOT17-02 --vid-stride 2 --start 100 --end 400 --track-buffer 60
+      detseg track MOT17/train/MOT17-02 --vid-stride 2 --start 100 --end 400
 
-      torchrun --nproc-per-node 2 -m detseg track clips/ -w shapes-ssd   # clips split by rank
+      torchrun --nproc-per-node 2 -m detseg track clips/ -w shapes-ssd
     """
     if list_trackers:
         _list_trackers()
