@@ -29,7 +29,8 @@ Box = tuple[float, float, float, float]
 class ErrorCase:
     """One false positive (``score`` set) or missed ground truth (``score`` None).
 
-    ``box_xywh`` COCO x, y, width, height pixels (for ``segm`` the mask's bounding box);
+    ``box_xywh`` COCO x, y, width, height pixels (for ``segm``: a result's own ``bbox`` when
+    the results have boxes, else the mask's bounding box; ground truth: the mask's);
     ``error`` one of ``ERROR_TYPES``; ``other_*`` the ground truth (for a false positive) or
     detection (for a missed object) it was nearest to, with their ``iou``, or None / 0;
     ``segmentation`` the entry's own RLE or polygons for ``segm`` (as in its file), else None.
@@ -67,10 +68,11 @@ def _category_ids(scene: Scene, cats: np.ndarray, rows: np.ndarray) -> np.ndarra
 
 
 def _segmentations(entries: list, rows: np.ndarray, segm: bool) -> list[Any]:
+    """The ``segmentation`` of entries ``rows`` (dicts: the parser kept only those) for
+    ``segm``, else Nones."""
     if not segm:
         return [None] * len(rows)
-    return [entries[i].get("segmentation") if isinstance(entries[i], dict) else None
-            for i in rows.tolist()]
+    return [entries[i].get("segmentation") for i in rows.tolist()]
 
 
 def _cases(image_ids: np.ndarray, cat_ids: np.ndarray, boxes: np.ndarray,

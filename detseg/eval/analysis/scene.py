@@ -47,6 +47,7 @@ class Scene:
     p_score: np.ndarray        # [P] float64
     p_index: np.ndarray        # [P] position in the results list
     p_geometry: np.ndarray | list[dict]   # [P, 4] xywh boxes or [P] RLEs
+    p_box: np.ndarray | None   # [P, 4] the results' own xywh boxes, where they have them
     g_img: np.ndarray          # [G] image index; ground truth in file order (by image)
     g_cat: np.ndarray          # [G]
     g_area: np.ndarray         # [G] the 'area' field (square pixels; computed where missing)
@@ -64,12 +65,13 @@ class Scene:
         return len(self.cat_ids)
 
     def detection_boxes(self, rows: np.ndarray) -> np.ndarray:
-        """``[N, 4]`` xywh boxes of detection ``rows`` (masks' bounding boxes for ``segm``);
-        zeros where a row is -1."""
-        return _boxes_of(self.p_geometry, rows)
+        """``[N, 4]`` xywh boxes of detection ``rows``: the results' own (``segm``: where every
+        result has one, else the masks' bounding boxes); zeros where a row is -1."""
+        return _boxes_of(self.p_geometry if self.p_box is None else self.p_box, rows)
 
     def truth_boxes(self, rows: np.ndarray) -> np.ndarray:
-        """``[N, 4]`` xywh boxes of ground-truth ``rows``, as ``detection_boxes``."""
+        """``[N, 4]`` xywh boxes of ground-truth ``rows`` (``segm``: the masks' bounding
+        boxes); zeros where a row is -1."""
         return _boxes_of(self.g_geometry, rows)
 
 
@@ -78,8 +80,9 @@ def _boxes_of(geometry: np.ndarray | list[dict], rows: np.ndarray) -> np.ndarray
     have = np.flatnonzero(rows >= 0)
     if isinstance(geometry, np.ndarray):
         out[have] = geometry[rows[have]]
-    else:
-        out[have] = mask_boxes([geometry[i] for i in rows[have].tolist()])
+    elif len(have):
+        unique, back = np.unique(rows[have], return_inverse=True)
+        out[have] = mask_boxes([geometry[i] for i in unique.tolist()])[back]
     return out
 
 
@@ -239,5 +242,6 @@ def build_scene(gt_data: Any, results: Any, iou_type: str, gt_source: str,
                            img_rank[gt.img[crowd]] * k_n + gt.cat[crowd], _subset(g_all, crowd))
     return Scene(iou_type, gt.img_ids, img_rank, file_names, gt.cat_ids, list(gt.cat_names),
                  p_img, p_cat, dets.score[order], dets.index[order], p_geo,
+                 None if dets.box is None else dets.box[order],
                  gt.img[real], gt.cat[real], gt.area[real], gt.ann_index[real], g_geo,
                  crowd_iou, pair_p, pair_g, pair_iou, gt.warnings + dets.warnings)
