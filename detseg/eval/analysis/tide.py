@@ -20,6 +20,11 @@ removes every unmatched ground truth (neither is clipped at 0). AP is TIDE's: pe
 ground truth or detections (a class with detections only has AP 0). Score ties are broken
 as ``tidecv`` inserts its data points: processing order, and in a fixed set errors before
 true positives.
+
+Where this differs from ``tidecv``: inputs are read as the COCO evaluator reads them (bad
+entries skipped with a warning; results and annotations of categories the ground truth does
+not list are left out, where ``tidecv`` would count a results-only class with AP 0; results in
+polygons are rasterized), and a mean over no class is 0 (``tidecv`` divides by zero).
 """
 
 from __future__ import annotations
