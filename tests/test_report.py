@@ -394,3 +394,26 @@ def test_report_from_files_imports_no_torch(planted, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "TORCH False" in proc.stdout
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_bad_ground_truth_entries_are_named_and_left_out_of_the_pictures(
+        iou_type, planted, tmp_path, monkeypatch, capsys):
+    gt_path, res_path, images_dir, gt, _ = planted
+    bad = {**gt, "annotations": [*gt["annotations"], {
+        "id": 999, "image_id": 1, "category_id": [1], "bbox": [1, 2, 3, 4], "area": 12,
+        "iscrowd": 0}, {"id": 1000, "image_id": 1, "category_id": 1, "bbox": [5, 5, 30, 30],
+                        "area": 900, "iscrowd": 0,
+                        "segmentation": {"size": [3, 3], "counts": "bad"}}]}
+    bad_path = tmp_path / "gt.json"
+    bad_path.write_text(json.dumps(bad))
+    out = tmp_path / "run"
+    code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", bad_path, "--predictions",
+                             res_path, "--images", images_dir, "--iou-type", iou_type,
+                             "--report", "--no-plots", "--out", out)
+    assert code == 1
+    assert "gt.json: annotations[16]" in stderr and "skipped" in stderr
+    if iou_type == "segm":
+        assert "annotations[17]: mask size [3, 3] differs from the image size" in stderr
+    assert "error" not in stderr
+    assert (out / "report.html").read_text().count("data:image/jpeg") >= 8

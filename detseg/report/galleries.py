@@ -50,7 +50,8 @@ class _Drawer:
         self.pictures, self.names, self.sizes, self.segm = pictures, names, sizes, segm
 
     def name(self, category_id: Any) -> str:
-        return self.names.get(category_id, str(category_id))
+        known = isinstance(category_id, int) and category_id in self.names
+        return self.names[category_id] if known else str(category_id)
 
     def outline(self, image: np.ndarray, view: View, image_id: int, segmentation: Any,
                 color: tuple[int, int, int]) -> None:
