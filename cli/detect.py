@@ -99,7 +99,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
          save_masks: bool, line_width: int | None, hide_labels: bool, hide_conf: bool,
          vid_stride: int, start: float | None, end: float | None, quiet: bool,
          slice_size: int | None = None, slice_overlap: float = 0.2, slice_merge: str = "nms",
-         slice_full: bool = False) -> None:
+         slice_full: bool = False, threads: int | None = None) -> None:
     # Our own one-line messages say what is wrong with a video; FFmpeg's log would come first.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from detseg.engine.device import select_device
@@ -138,6 +138,10 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         fail("no readable images or videos among the sources", code=1)
     if model is None and weights is None:
         model = DEFAULT_MODELS[command]
+    if threads is not None:  # before the model: ONNX Runtime sessions take torch's count
+        import torch
+
+        torch.set_num_threads(threads)
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
                           conf=conf, classes=_split_classes(classes), max_det=max_det,
                           imgsz=imgsz, batch_size=batch_size, half=half, iou=iou,
@@ -312,6 +316,10 @@ def _command(command: str):
             False, "--slice-full/--no-slice-full",
             help="Also run the whole picture and merge it in (large objects no tile holds "
                  "whole)."),
+        threads: int | None = typer.Option(
+            None, "--threads", min=1,
+            help="CPU threads of torch, and of ONNX Runtime for an exported --weights model "
+                 "(default: torch's own choice, OMP_NUM_THREADS where set)."),
     ) -> None:
         _run(command, sources, model=model, weights=weights, backbone=backbone, conf=conf,
              iou=iou, classes=classes, max_det=max_det, imgsz=imgsz, batch_size=batch_size,
@@ -319,7 +327,8 @@ def _command(command: str):
              save_json=save_json, save_txt=save_txt, save_masks=save_masks,
              line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf,
              vid_stride=vid_stride, start=start, end=end, quiet=quiet, slice_size=slice_size,
-             slice_overlap=slice_overlap, slice_merge=slice_merge, slice_full=slice_full)
+             slice_overlap=slice_overlap, slice_merge=slice_merge, slice_full=slice_full,
+             threads=threads)
 
     what = ("Semantic segmentation (one class per pixel)" if semantic
             else "Object detection and instance segmentation")
