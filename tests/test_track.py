@@ -54,6 +54,11 @@ def small(tmp_path_factory) -> Path:
     return root
 
 
+def _xyxy(rows: np.ndarray) -> np.ndarray:
+    """Boxes of MOT rows (x, y, w, h in columns 2-5) as corners."""
+    return np.c_[rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5]]
+
+
 def _matched_ids(gt: np.ndarray, pred: np.ndarray, track_id: int, frames: range) -> set[int]:
     """Predicted ids matched (IoU >= 0.5) to ground-truth ``track_id`` over ``frames``."""
     ids = set()
@@ -62,8 +67,7 @@ def _matched_ids(gt: np.ndarray, pred: np.ndarray, track_id: int, frames: range)
         p = pred[pred[:, 0] == frame]
         if not len(g) or not len(p):
             continue
-        boxes = lambda a: np.c_[a[:, 2], a[:, 3], a[:, 2] + a[:, 4], a[:, 3] + a[:, 5]]  # noqa: E731
-        iou = np.asarray(box_iou(boxes(p), boxes(g)))[:, 0]
+        iou = np.asarray(box_iou(_xyxy(p), _xyxy(g)))[:, 0]
         if iou.max() >= 0.5:
             ids.add(int(p[iou.argmax(), 1]))
     return ids
