@@ -80,9 +80,16 @@ class MovingShape:
     def position(self, frame: int, width: int, height: int) -> tuple[float, float]:
         """Centre at 1-based ``frame``: the straight path folded back at the picture's edges
         (a bounce), keeping ``reach`` pixels from every edge."""
-        t = frame - 1
-        return (_fold(self.centre[0] + self.velocity[0] * t, self.reach, width - self.reach),
-                _fold(self.centre[1] + self.velocity[1] * t, self.reach, height - self.reach))
+        x, y = self.path(np.array([frame]), width, height)[0]
+        return float(x), float(y)
+
+    def path(self, frames: np.ndarray, width: int, height: int) -> np.ndarray:
+        """``(F, 2)`` centres at the 1-based ``frames`` (see ``position``)."""
+        t = np.asarray(frames, np.float64) - 1
+        reach = self.reach
+        return np.stack([_fold(self.centre[0] + self.velocity[0] * t, reach, width - reach),
+                         _fold(self.centre[1] + self.velocity[1] * t, reach, height - reach)],
+                        axis=1)
 
     def polygon(self, frame: int, width: int, height: int) -> np.ndarray:
         """K x 2 outline in pixels at 1-based ``frame``."""
@@ -92,13 +99,13 @@ class MovingShape:
             self.position(frame, width, height))
 
 
-def _fold(u: float, lo: float, hi: float) -> float:
+def _fold(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``u`` reflected into ``[lo, hi]`` (a triangle wave of period ``2 (hi - lo)``)."""
     span = hi - lo
     if span <= 0:
-        return (lo + hi) / 2
-    m = (u - lo) % (2 * span)
-    return lo + (m if m <= span else 2 * span - m)
+        return np.full_like(u, (lo + hi) / 2)
+    m = np.mod(u - lo, 2 * span)
+    return lo + np.where(m <= span, m, 2 * span - m)
 
 
 @dataclass
@@ -220,17 +227,15 @@ def _crossing_pair(first: int, shapes: tuple[tuple[int, np.ndarray], tuple[int, 
 def _longest_contact(shapes: list[MovingShape], width: int, height: int, frames: int) -> int:
     """The most frames in a row that two shapes spend touching (centres closer than
     ``CONTACT`` times the sum of their reaches)."""
-    centres = np.array([[s.position(f, width, height) for f in range(1, frames + 1)]
-                        for s in shapes])
+    steps = np.arange(1, frames + 1)
+    centres = [s.path(steps, width, height) for s in shapes]
     longest = 0
     for a in range(len(shapes)):
         for b in range(a + 1, len(shapes)):
             near = np.hypot(*(centres[a] - centres[b]).T) < CONTACT * (shapes[a].reach
                                                                        + shapes[b].reach)
-            run = 0
-            for touching in near.tolist():
-                run = run + 1 if touching else 0
-                longest = max(longest, run)
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], near.astype(np.int8), [0]])))
+            longest = max(longest, int((edges[1::2] - edges[::2]).max(initial=0)))
     return longest
 
 
