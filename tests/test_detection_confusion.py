@@ -165,3 +165,13 @@ def test_rows_sum_to_ground_truth_and_counts_agree_on_random_sets() -> None:
         (c.score for c in analysis.false_positives), reverse=True)
     areas = [c.box_xywh[2] * c.box_xywh[3] for c in analysis.missed]
     assert areas == sorted(areas, reverse=True)
+
+
+def test_categories_sharing_a_name_stay_apart() -> None:
+    gt, results = _case(False)
+    gt["categories"] = [{"id": 4, "name": "a"}, {"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    analysis = analyse_detections(gt, results)
+    assert analysis.category_ids == [1, 2, 4]
+    assert analysis.class_names == ["a (id 1)", "b", "a (id 4)"]
+    assert analysis.per_class["a (id 4)"] == {"gt": 1, "tp": 0, "fp": 0, "fn": 1}
+    assert analysis.per_class["a (id 1)"]["gt"] == 3
