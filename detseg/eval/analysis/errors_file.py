@@ -19,8 +19,8 @@ def errors_json(analyses: Mapping[Any, DetectionAnalysis]) -> dict[str, dict[str
     """``{"bbox": {"Cls": dAP, "Loc": .., "Both": .., "Dupe": .., "Bkg": .., "Miss": ..,
     "FalsePos": .., "FalseNeg": ..}, "segm": {...}}`` (AP points 0-100, rounded to 1e-4) for
     ``{iou_type: analysis}``."""
-    return {str(iou_type): {name: round(float(a.tide[name]), 4)
-                       for name in (*ERROR_TYPES, *SPECIAL_ERROR_TYPES)}
+    names = (*ERROR_TYPES, *SPECIAL_ERROR_TYPES)
+    return {str(iou_type): {name: round(float(a.tide[name]), 4) for name in names}
             for iou_type, a in analyses.items()}
 
 
