@@ -54,7 +54,7 @@ class _Shape:
     color: np.ndarray  # 3 uint8, RGB
 
 
-def _shape_points(cls: int, cx: float, cy: float, radius: float, angle: float,
+def shape_points(cls: int, cx: float, cy: float, radius: float, angle: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Polygon of a shape of class ``cls`` around ``(cx, cy)``."""
     name = SHAPES_CLASSES[cls]
@@ -77,7 +77,7 @@ def _shape_points(cls: int, cx: float, cy: float, radius: float, angle: float,
     return pts @ rot.T + np.array([cx, cy])
 
 
-def _fill(canvas: np.ndarray, points: np.ndarray, value: int) -> None:
+def fill_polygon(canvas: np.ndarray, points: np.ndarray, value: int) -> None:
     """Rasterize a polygon given in pixel-edge coordinates (pixel centres at +0.5)."""
     pts = np.round((points - 0.5) * (1 << _SHIFT)).astype(np.int32)
     cv2.fillPoly(canvas, [pts], value, lineType=cv2.LINE_8, shift=_SHIFT)
@@ -99,7 +99,7 @@ class _NoiseBank:
         return cv2.multiply(self.noise[y:y + size, x:x + size], (sigma, sigma, sigma, 0))
 
 
-def _background(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_background(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Textured background (blotches on a colour gradient, clutter lines) and its mean colour.
 
     Blotches and gradient are laid out on a coarse grid and upsampled once (bilinear
@@ -120,7 +120,7 @@ def _background(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return img, base
 
 
-def _pick_color(avoid: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def pick_color(avoid: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """A random colour far enough from the background and from the other shapes."""
     best, best_dist = np.zeros(3), -1.0  # the first try always beats -1
     for _ in range(12):
@@ -152,7 +152,7 @@ def _footprint(points: np.ndarray, size: int) -> _Footprint:
     if x1 <= x0 or y1 <= y0:
         return _Footprint((0, 0, 0, 0), np.zeros((0, 0), bool))
     crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    _fill(crop, points - np.array([x0, y0]), 1)
+    fill_polygon(crop, points - np.array([x0, y0]), 1)
     return _Footprint((x0, y0, x1, y1), crop > 0)
 
 
@@ -201,7 +201,7 @@ def _layout(shapes: list[_Shape], size: int) -> tuple[np.ndarray, list[int], lis
 
 def _make_image(size: int, rng: np.random.Generator, bank: _NoiseBank):
     """Render one image: RGB uint8, layer map, ``(index, shape, footprint)`` bottom to top."""
-    img, base = _background(size, rng)
+    img, base = random_background(size, rng)
     n = 0 if rng.random() < EMPTY_FRACTION else int(rng.integers(1, MAX_SHAPES + 1))
     shapes: list[_Shape] = []
     colors = [base]
@@ -212,8 +212,8 @@ def _make_image(size: int, rng: np.random.Generator, bank: _NoiseBank):
         margin = 0.3 * radius
         cx = rng.uniform(-margin, size + margin)
         cy = rng.uniform(-margin, size + margin)
-        pts = _shape_points(cls, cx, cy, radius, rng.uniform(0, 2 * math.pi), rng)
-        color = _pick_color(colors, rng)
+        pts = shape_points(cls, cx, cy, radius, rng.uniform(0, 2 * math.pi), rng)
+        color = pick_color(colors, rng)
         colors.append(color.astype(np.float64))
         shapes.append(_Shape(cls, pts, color))
     layer, keep, prints = _layout(shapes, size)

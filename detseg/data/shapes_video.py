@@ -36,7 +36,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detseg.data.shapes import SHAPES_CLASSES, _background, _fill, _pick_color, _shape_points
+from detseg.data.shapes import (
+    SHAPES_CLASSES,
+    fill_polygon,
+    pick_color,
+    random_background,
+    shape_points,
+)
 from detseg.errors import OutputError, UsageError
 
 MIN_SIDE = 48  # smallest picture side in pixels
@@ -160,7 +166,7 @@ def _raster(points: np.ndarray, width: int, height: int) -> tuple[tuple[int, int
     if x1 <= x0 or y1 <= y0:
         return (0, 0, 0, 0), np.zeros((0, 0), bool)
     crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    _fill(crop, points - np.array([x0, y0]), 1)
+    fill_polygon(crop, points - np.array([x0, y0]), 1)
     return (x0, y0, x1, y1), crop > 0
 
 
@@ -249,7 +255,7 @@ def _plan_shapes(width: int, height: int, frames: int, base: np.ndarray,
     for _ in range(count):
         cls = int(rng.integers(0, len(SHAPES_CLASSES)))
         radius = rng.uniform(0.06, 0.1) * scale
-        outlines.append((cls, _shape_points(cls, 0.0, 0.0, radius, 0.0, rng)))
+        outlines.append((cls, shape_points(cls, 0.0, 0.0, radius, 0.0, rng)))
     motions = []
     for pair in range(count // 2):
         motions += _crossing_pair(2 * pair + 1, (outlines[2 * pair], outlines[2 * pair + 1]),
@@ -264,7 +270,7 @@ def _plan_shapes(width: int, height: int, frames: int, base: np.ndarray,
     colors = [base]
     shapes = []
     for track_id, cls, outline, centre, velocity in motions:
-        color = _pick_color(colors, rng)
+        color = pick_color(colors, rng)
         colors.append(color.astype(np.float64))
         shade = rng.uniform(-18, 18, 2) / max(scale / 4, 1.0)
         shapes.append(MovingShape(
@@ -283,7 +289,7 @@ def plan_clip(index: int, width: int, height: int, frames: int, fps: float = 30.
     (up to ``PLAN_TRIES`` times) until no two of them touch for more than ``MAX_CONTACT``
     frames in a row, so crossings stay crossings rather than shapes travelling together."""
     rng = np.random.default_rng([seed, index])
-    background, base = _background(max(width, height), rng)
+    background, base = random_background(max(width, height), rng)
     background = np.ascontiguousarray(background[:height, :width])
     for _ in range(PLAN_TRIES):
         shapes = _plan_shapes(width, height, frames, base, rng)

@@ -43,7 +43,7 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _sizes(height: int, width: int, line_width: int | None) -> tuple[int, float, int]:
+def label_sizes(height: int, width: int, line_width: int | None) -> tuple[int, float, int]:
     """Line width, font scale and text thickness for an image of this size."""
     lw = line_width or max(round((height + width) / 2 * 0.003), 1)
     font_scale = max(lw / 3.0, 0.35)
@@ -57,7 +57,7 @@ def _text_color(color: np.ndarray) -> tuple[int, int, int]:
     return (0, 0, 0) if luma > 150 else (255, 255, 255)
 
 
-def _label(img: np.ndarray, text: str, x: int, y: int, color: np.ndarray, font_scale: float,
+def draw_label(img: np.ndarray, text: str, x: int, y: int, color: np.ndarray, font_scale: float,
            thickness: int) -> None:
     """A text label on a filled box whose bottom-left corner sits at (x, y) when it fits
     above, else just below ``y`` (inside the object's box); the label always stays inside the
@@ -129,7 +129,7 @@ def draw_detections(image_rgb: np.ndarray, boxes: Any, labels: Any, names: Seque
     labels = _as_numpy(labels).reshape(-1).astype(np.int64)
     scores = None if scores is None else _as_numpy(scores).reshape(-1).astype(np.float64)
     colors = palette(max(int(labels.max(initial=0)) + 1, len(names), 1))
-    lw, font_scale, text_thick = _sizes(height, width, line_width)
+    lw, font_scale, text_thick = label_sizes(height, width, line_width)
     if masks is not None and len(labels):
         colors_of = instance_colors(labels, scores, colors)
         binary = _binary_masks(masks, height, width)
@@ -157,7 +157,7 @@ def draw_detections(image_rgb: np.ndarray, boxes: Any, labels: Any, names: Seque
         text = names[label] if 0 <= label < len(names) else str(label)
         if scores is not None and not hide_conf:
             text = f"{text} {scores[k]:.2f}"
-        _label(img, text, x0, y0, color, font_scale, text_thick)
+        draw_label(img, text, x0, y0, color, font_scale, text_thick)
     return img
 
 
@@ -197,7 +197,7 @@ def _legend(img: np.ndarray, present: list[int], names: Sequence[str],
     if not present:
         return
     height, width = img.shape[:2]
-    _, font_scale, thick = _sizes(height, width, None)
+    _, font_scale, thick = label_sizes(height, width, None)
     entries = [names[c] if c < len(names) else str(c) for c in present]
     (_, th), base = cv2.getTextSize("Ag", _FONT, font_scale, thick)
     row = th + base + 4

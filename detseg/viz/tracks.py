@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from detseg.viz.draw import _label, _sizes, palette
+from detseg.viz.draw import draw_label, label_sizes, palette
 
 _ID_COLORS = 64  # identities cycle through this many colours
 
@@ -55,7 +55,7 @@ def draw_tracks(image_rgb: np.ndarray, ids: np.ndarray, boxes_xyxy: np.ndarray,
     array."""
     img = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     height, width = img.shape[:2]
-    lw, font_scale, text_thick = _sizes(height, width, line_width)
+    lw, font_scale, text_thick = label_sizes(height, width, line_width)
     for track_id in ids.tolist():
         points = trails.points(track_id) if trails is not None else []
         if len(points) > 1:
@@ -66,5 +66,5 @@ def draw_tracks(image_rgb: np.ndarray, ids: np.ndarray, boxes_xyxy: np.ndarray,
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         cv2.rectangle(img, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), color, lw, cv2.LINE_AA)
         name = names[cls] if 0 <= cls < len(names) else str(cls)
-        _label(img, f"#{track_id} {name}", x0, y0, np.array(color), font_scale, text_thick)
+        draw_label(img, f"#{track_id} {name}", x0, y0, np.array(color), font_scale, text_thick)
     return img
