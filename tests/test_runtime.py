@@ -239,10 +239,18 @@ def test_occlusion_explains_an_export(monkeypatch, capsys, tmp_path, shapes, exp
     assert len(list((tmp_path / "x").glob("occlusion_*.png"))) == 1
 
 
-def _plain_onnx(path: Path) -> Path:
-    """An ONNX file detseg did not write (no metadata): a bare convolution."""
+def _plain_onnx(path: Path, description: dict | None = None) -> Path:
+    """An ONNX file detseg did not write: a bare convolution, without metadata or with
+    ``description`` as its detseg metadata."""
     torch.onnx.export(torch.nn.Conv2d(3, 2, 3), (torch.rand(1, 3, 16, 16),), str(path),
                       dynamo=False, input_names=["images"])
+    if description is not None:
+        import onnx
+
+        proto = onnx.load(str(path))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "detseg", json.dumps(description)
+        onnx.save(proto, str(path))
     return path
 
 
@@ -258,9 +266,10 @@ def test_hostile_exported_files_get_one_line_and_exit_2(monkeypatch, capsys, tmp
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
+    _plain_onnx(tmp_path / "nospec.onnx", {"spec": None, "outputs": ["logits"], "imgsz": 64})
     _plain_onnx(tmp_path / "plain.onnx")
     image = sorted((shapes / "images" / "val").glob("*.jpg"))[0]
-    for name in [*files, "plain.onnx"]:
+    for name in [*files, "nospec.onnx", "plain.onnx"]:
         code, text = detseg_text(monkeypatch, capsys, "detect", image, "--weights",
                                  tmp_path / name, "--out", tmp_path / f"out-{name}")
         assert code == 2, (name, text)

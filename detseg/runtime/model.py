@@ -96,7 +96,7 @@ class RuntimeModel(nn.Module):
             self.spec = ModelSpec.from_dict(description["spec"])
             self.outputs: list[str] = list(description["outputs"])
             self.imgsz = int(description["imgsz"])
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise WeightsError(f"{session.path}: the detseg metadata has no usable model spec "
                                f"({type(err).__name__}: {err})") from err
         self.session = session
