@@ -218,7 +218,9 @@ def track_command(
     Writes per sequence, in the run folder:
     <seq>.txt    MOTChallenge results, frame,id,x,y,w,h,conf,-1,-1,-1, frames
                  numbered as in the source (also with --vid-stride, --start,
-                 --end), so `detseg eval --mot` scores it against gt.txt;
+                 --end), so `detseg eval --mot` scores it against gt.txt
+                 (give eval the same frames: after --vid-stride 2
+                 --start 3 --end 9, `eval --mot ... --mot-frames 3:9:2`);
     <seq>.jsonl  a line per frame: frame, objects (id, class, score, box_xyxy);
     <seq>.mp4    boxes, #id class labels, trails of the last 30 centres;
     and summary.json (tracks, mean track length, ids per class).
