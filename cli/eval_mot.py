@@ -18,7 +18,7 @@ MOT_CLASSES_HELP = (
     "(predictions carry classes in column 8), combined by summing counts.")
 MOT_VISIBILITY_HELP = ("With --mot: targets less visible than this (column 9, 0-1) become "
                        "distractors (neither missed nor false positives).")
-MOT_FRAMES_HELP = ("With --mot: score only frames START:END:STEP (from 1, END inclusive; "
+MOT_FRAMES_HELP = ("With --mot: score only frames FIRST:LAST:STEP (from 1, LAST inclusive; "
                    "empty parts: 1, last, 1), e.g. 100:400:2 after `detseg track --start 100 "
                    "--end 400 --vid-stride 2`.")
 
