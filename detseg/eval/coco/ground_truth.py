@@ -8,6 +8,7 @@ Duplicate image or category ids are reported; the last entry wins, as in pycocot
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -164,6 +165,32 @@ def _annotation_problem(where: str, ann: Any, geometry: str, images: dict, cats:
     return None
 
 
+def _all_usable(anns: list, geometry: str, img_ids: np.ndarray, cat_ids: np.ndarray) -> bool:
+    """True when ``_annotation_problem`` finds nothing in any entry, checked over whole
+    columns (plain ints for ids, known images and categories, finite areas, iscrowd 0 or 1);
+    False sends the entries through the one-by-one check, which names the bad ones."""
+    if not set(map(type, anns)) <= {dict}:
+        return False
+    try:
+        columns = [list(map(itemgetter(key), anns)) for key in ("id", "image_id", "category_id")]
+        list(map(itemgetter(geometry), anns))
+    except KeyError:
+        return False
+    if not all(set(map(type, column)) <= {int} for column in columns):
+        return False
+    for column, known in zip(columns[1:], (img_ids, cat_ids), strict=True):
+        try:
+            values = np.array(column, dtype=np.int64)
+        except OverflowError:
+            return False
+        if not np.isin(values, known).all():
+            return False
+    areas = list(map(methodcaller("get", "area", 0.0), anns))
+    if not set(map(type, areas)) <= {int, float} or not np.isfinite(areas).all():
+        return False
+    return set(map(methodcaller("get", "iscrowd", 0), anns)) <= {0, 1}
+
+
 def _mask_problems(segs: list, heights: np.ndarray, widths: np.ndarray
                    ) -> tuple[list[str | None], list[Any], np.ndarray]:
     """Check and convert masks: a problem or None, the compressed RLE and its area, each."""
@@ -230,12 +257,15 @@ def parse_ground_truth(data: Any, iou_type: str, source: str) -> GroundTruth:
     geometry = "bbox" if iou_type == "bbox" else "segmentation"
     problems: dict[int, str] = {}
     rows: list[int] = []
-    for i, ann in enumerate(anns):
-        problem = _annotation_problem(f"annotations[{i}]", ann, geometry, images, cats)
-        if problem:
-            problems[i] = problem
-        else:
-            rows.append(i)
+    if _all_usable(anns, geometry, img_ids, cat_ids):
+        rows = list(range(len(anns)))
+    else:
+        for i, ann in enumerate(anns):
+            problem = _annotation_problem(f"annotations[{i}]", ann, geometry, images, cats)
+            if problem:
+                problems[i] = problem
+            else:
+                rows.append(i)
     kept = [anns[i] for i in rows]
     img = np.searchsorted(img_ids, np.array([integer_id(a["image_id"]) for a in kept],
                                             dtype=np.int64))
