@@ -13,8 +13,9 @@ user runs it: ``python -m detseg eval --ann gt.json --predictions res.json --iou
 --no-plots --out DIR`` against a ``python -c`` doing pycocotools' ``COCO(gt.json)``,
 ``loadRes(res.json)``, ``evaluate()``, ``accumulate()``, ``summarize()``. Both read and parse
 the JSON files themselves. ``--repeat N`` runs each N times, alternating, and keeps each
-side's fastest. Printed: seconds, peak resident memory (the child's ``ru_maxrss`` from
-``wait4``), AP, the speed-up, and the largest |difference| of the 12 summary numbers.
+side's fastest. Printed: wall seconds, CPU seconds (user + system; what a shared machine's
+load changes least), peak resident memory (the child's ``ru_maxrss`` from ``wait4``), AP,
+the speed-ups, and the largest |difference| of the 12 summary numbers.
 
 ``--in-process``: the JSON files are parsed first (not timed), then loadRes + evaluate +
 accumulate + summarize are timed inside one process per tool (detseg: evaluator construction,
@@ -200,8 +201,9 @@ print(json.dumps([float(v) for v in ev.stats[:12]]))
 """
 
 
-def _timed_process(cmd: list[str]) -> tuple[float, float, str]:
-    """Wall seconds from start to exit, peak RSS in MiB and stdout of one child process."""
+def _timed_process(cmd: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds from start to exit, CPU seconds (user + system), peak RSS in MiB and
+    stdout of one child process."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env())
@@ -212,7 +214,8 @@ def _timed_process(cmd: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{err.read()[-2000:]}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
+        cpu = usage.ru_utime + usage.ru_stime
+        return seconds, cpu, usage.ru_maxrss / 1024, out.read()
 
 
 def _process_run(tool: str, iou_type: str, gt: Path, res: Path, out: Path,
@@ -221,13 +224,13 @@ def _process_run(tool: str, iou_type: str, gt: Path, res: Path, out: Path,
         cmd = [sys.executable, "-m", "detseg", "eval", "--ann", str(gt), "--predictions",
                str(res), "--iou-type", iou_type, "--plots" if plots else "--no-plots",
                "--json", "--out", str(out)]
-        seconds, peak, stdout = _timed_process(cmd)
+        seconds, cpu, peak, stdout = _timed_process(cmd)
         stats = list(json.loads(stdout)[iou_type].values())
     else:
-        seconds, peak, stdout = _timed_process(
+        seconds, cpu, peak, stdout = _timed_process(
             [sys.executable, "-c", PYCOCOTOOLS, str(gt), str(res), iou_type])
         stats = json.loads(stdout.strip().splitlines()[-1])
-    return {"seconds": seconds, "peak_mb": peak, "stats": stats}
+    return {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "stats": stats}
 
 
 def _whole_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_images: int,
@@ -246,12 +249,13 @@ def _whole_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_image
         d, p = runs["detseg"], runs["pycocotools"]
         diff = max(abs(a - b) for a, b in zip(d["stats"], p["stats"], strict=True))
         print(f"\n[{iou_type}] {n_images} images x 100 detections")
-        print(f"{'tool':<14}{'seconds':>9}{'peak MB':>9}{'AP':>8}")
+        print(f"{'tool':<14}{'seconds':>9}{'CPU s':>8}{'peak MB':>9}{'AP':>8}")
         for tool, r in runs.items():
-            print(f"{tool:<14}{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}{r['stats'][0]:>8.4f}")
-        print(f"speed-up {p['seconds'] / d['seconds']:.1f}x, peak memory "
-              f"{p['peak_mb'] / d['peak_mb']:.1f}x less, max|diff| of the 12 numbers "
-              f"{diff:.2e}")
+            print(f"{tool:<14}{r['seconds']:>9.2f}{r['cpu_s']:>8.2f}{r['peak_mb']:>9.0f}"
+                  f"{r['stats'][0]:>8.4f}")
+        print(f"speed-up {p['seconds'] / d['seconds']:.1f}x (CPU time "
+              f"{p['cpu_s'] / d['cpu_s']:.1f}x), peak memory {p['peak_mb'] / d['peak_mb']:.1f}x "
+              f"less, max|diff| of the 12 numbers {diff:.2e}")
 
 
 def _in_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_images: int,
