@@ -9,6 +9,7 @@ or ``FULL_SIDE`` (images), so the page's size does not grow with the dataset. Wi
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -115,11 +116,11 @@ def _gallery(section_id: str, kind: str, figures: list[str], empty: str) -> str:
     return f'<div class="gallery" id="{esc(section_id)}-{kind}">{"".join(figures)}</div>'
 
 
-def _usable(entry: Any, images: set[int]) -> bool:
-    """An annotation or result of one of ``images`` with a usable box (the files' bad entries
-    were skipped and named by the evaluator)."""
-    return (isinstance(entry, dict) and type(entry.get("image_id")) is int
-            and entry["image_id"] in images and box_problem(entry.get("bbox")) is None)
+def _of_images(entries: list[Any], images: set[int]) -> list[dict[str, Any]]:
+    """The annotations or results of ``images`` that have a usable box (the files' bad
+    entries were skipped and named by the evaluator)."""
+    return [e for e in entries if type(e) is dict and type(e.get("image_id")) is int
+            and e["image_id"] in images and box_problem(e.get("bbox")) is None]
 
 
 def _area(case: ErrorCase) -> float:
@@ -135,19 +136,18 @@ def detection_galleries(section_id: str, analysis: DetectionAnalysis,
              if isinstance(im, dict) and all(type(im.get(k)) is int
                                              for k in ("id", "height", "width"))}
     drawer = _Drawer(pictures, names, sizes, section_id == "segm")
-    fps = sorted(analysis.false_positives, key=lambda c: -(c.score or 0.0))[:GALLERY_SIZE]
-    missed = sorted(analysis.missed, key=lambda c: -_area(c))[:GALLERY_SIZE]
-    worst = sorted((im for im in analysis.per_image if im.fp + im.fn > 0),
-                   key=lambda im: (-(im.fp + im.fn), im.image_id))[:GALLERY_SIZE]
+    fps = heapq.nsmallest(GALLERY_SIZE, analysis.false_positives, key=lambda c: -(c.score or 0))
+    missed = heapq.nsmallest(GALLERY_SIZE, analysis.missed, key=lambda c: -_area(c))
+    worst = heapq.nsmallest(GALLERY_SIZE, (im for im in analysis.per_image if im.fp + im.fn),
+                            key=lambda im: (-(im.fp + im.fn), im.image_id))
     wanted = {im.image_id for im in worst}
     truth: dict[int, list[dict]] = defaultdict(list)
-    for ann in gt.get("annotations", []):
-        if _usable(ann, wanted) and not ann.get("iscrowd"):
+    for ann in _of_images(gt.get("annotations", []), wanted):
+        if not ann.get("iscrowd"):
             truth[ann["image_id"]].append(ann)
     detections: dict[int, list[dict]] = defaultdict(list)
-    for det in results:
-        if _usable(det, wanted) and finite_number(det.get("score")) \
-                and det["score"] >= threshold:
+    for det in _of_images(results, wanted):
+        if finite_number(det.get("score")) and det["score"] >= threshold:
             detections[det["image_id"]].append(det)
     cases: dict[int, list[tuple[ErrorCase, bool]]] = defaultdict(list)
     for missed_flag, group in ((False, analysis.false_positives), (True, analysis.missed)):
