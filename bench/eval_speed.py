@@ -12,10 +12,13 @@ Default (whole process): each side is a fresh Python process timed from start to
 user runs it: ``python -m detseg eval --ann gt.json --predictions res.json --iou-type T
 --no-plots --out DIR`` against a ``python -c`` doing pycocotools' ``COCO(gt.json)``,
 ``loadRes(res.json)``, ``evaluate()``, ``accumulate()``, ``summarize()``. Both read and parse
-the JSON files themselves. ``--repeat N`` runs each N times, alternating, and keeps each
-side's fastest. Printed: wall seconds, CPU seconds (user + system; what a shared machine's
-load changes least), peak resident memory (the child's ``ru_maxrss`` from ``wait4``), AP,
-the speed-ups, and the largest |difference| of the 12 summary numbers.
+the JSON files themselves. Python's bytecode cache is on for both (kept in a temporary
+folder and filled by one import before timing, as an installed package has its .pyc files;
+``--no-bytecode-cache`` compiles at every start, as PYTHONDONTWRITEBYTECODE=1 does).
+``--repeat N`` runs each N times, alternating, and keeps each side's fastest. Printed: wall
+seconds, CPU seconds (user + system; what a shared machine's load changes least), peak
+resident memory (the child's ``ru_maxrss`` from ``wait4``), AP, the speed-ups, and the
+largest |difference| of the 12 summary numbers.
 
 ``--in-process``: the JSON files are parsed first (not timed), then loadRes + evaluate +
 accumulate + summarize are timed inside one process per tool (detseg: evaluator construction,
@@ -182,9 +185,19 @@ def _run_worker(tool: str, iou_type: str, gt: Path, res: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _env() -> dict[str, str]:
+def _env(pycache: Path | None = None) -> dict[str, str]:
+    """The children's environment: this checkout importable; with ``pycache``, Python's
+    bytecode cache on and kept there (as an installed package has its .pyc files)."""
     root = Path(__file__).resolve().parent.parent
-    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+WARM_UP = ("import detseg.cli.main, detseg.eval.coco_map, detseg.eval.metrics_files, "
+           "detseg.runs, pycocotools.coco, pycocotools.cocoeval")
 
 
 PYCOCOTOOLS = """
@@ -201,12 +214,12 @@ print(json.dumps([float(v) for v in ev.stats[:12]]))
 """
 
 
-def _timed_process(cmd: list[str]) -> tuple[float, float, float, str]:
+def _timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
     """Wall seconds from start to exit, CPU seconds (user + system), peak RSS in MiB and
     stdout of one child process."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env())
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -219,31 +232,35 @@ def _timed_process(cmd: list[str]) -> tuple[float, float, float, str]:
 
 
 def _process_run(tool: str, iou_type: str, gt: Path, res: Path, out: Path,
-                 plots: bool) -> dict:
+                 plots: bool, env: dict[str, str]) -> dict:
     if tool == "detseg":
         cmd = [sys.executable, "-m", "detseg", "eval", "--ann", str(gt), "--predictions",
                str(res), "--iou-type", iou_type, "--plots" if plots else "--no-plots",
                "--json", "--out", str(out)]
-        seconds, cpu, peak, stdout = _timed_process(cmd)
+        seconds, cpu, peak, stdout = _timed_process(cmd, env)
         stats = list(json.loads(stdout)[iou_type].values())
     else:
         seconds, cpu, peak, stdout = _timed_process(
-            [sys.executable, "-c", PYCOCOTOOLS, str(gt), str(res), iou_type])
+            [sys.executable, "-c", PYCOCOTOOLS, str(gt), str(res), iou_type], env)
         stats = json.loads(stdout.strip().splitlines()[-1])
     return {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "stats": stats}
 
 
 def _whole_process(paths: tuple[Path, Path, Path], iou_types: list[str], n_images: int,
-                   repeat: int, plots: bool, tmp: Path) -> None:
+                   repeat: int, plots: bool, tmp: Path, bytecode_cache: bool) -> None:
     gt, bbox_res, segm_res = paths
+    env = _env(tmp / "pycache" if bytecode_cache else None)
+    subprocess.run([sys.executable, "-c", WARM_UP], check=True, env=env)
     print(f"whole process, fastest of {repeat}: `python -m detseg eval --predictions` "
-          f"({'with' if plots else 'no'} plots) vs a python process running pycocotools")
+          f"({'with' if plots else 'no'} plots) vs a python process running pycocotools; "
+          f"bytecode cache {'on' if bytecode_cache else 'off'}")
     for iou_type in iou_types:
         res = bbox_res if iou_type == "bbox" else segm_res
         runs: dict[str, dict] = {}
         for i in range(repeat):
             for tool in ("detseg", "pycocotools"):
-                r = _process_run(tool, iou_type, gt, res, tmp / f"{tool}-{iou_type}-{i}", plots)
+                r = _process_run(tool, iou_type, gt, res, tmp / f"{tool}-{iou_type}-{i}", plots,
+                                 env)
                 if tool not in runs or r["seconds"] < runs[tool]["seconds"]:
                     runs[tool] = r
         d, p = runs["detseg"], runs["pycocotools"]
@@ -294,6 +311,9 @@ def main() -> None:
                         help="whole-process runs per side, alternating; the fastest is kept")
     parser.add_argument("--plots", action="store_true",
                         help="detseg also writes its PR curves (imports matplotlib)")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="whole process: compile every module at every start (what "
+                             "PYTHONDONTWRITEBYTECODE=1 does) instead of caching it once")
     parser.add_argument("--in-process", action="store_true",
                         help="time the evaluators inside one process each, JSON parsed first")
     parser.add_argument("--tools", default=",".join(TOOLS), help="with --in-process")
@@ -320,7 +340,7 @@ def main() -> None:
             _in_process(paths, iou_types, args.images, args.tools.split(","))
         else:
             _whole_process(paths, iou_types, args.images, max(1, args.repeat), args.plots,
-                           Path(tmp))
+                           Path(tmp), not args.no_bytecode_cache)
 
 
 if __name__ == "__main__":
