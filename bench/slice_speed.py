@@ -14,7 +14,8 @@ here and its ``get_sliced_prediction``; detseg runs ``Predictor(slicing=...)``. 
 256 px tiles with 0.2 overlap, matched by IoS > 0.5. A duplicate pair: two kept boxes of one
 class with IoU > 0.5 or one (90 %) inside the other. Times: whole seconds per picture (all
 passes and the merge), best of ``--repeats`` (the configurations run in turn on each picture,
-each repeat starting with another), one torch thread by default. Both sides keep the best ``--max-det`` detections (1000).
+each repeat starting with another), one torch thread by default. Both sides keep the best
+``--max-det`` detections (1000).
 
     python bench/slice_speed.py                                  # 3 seamless + 1 mosaic
     python bench/slice_speed.py --weights shapes-ssd --seeds 7 8 --kinds seamless
