@@ -67,6 +67,12 @@ def exports(tmp_path_factory: pytest.TempPathFactory):
     return export
 
 
+@pytest.fixture(scope="module")
+def checkpoint_detections() -> dict[str, list]:
+    """predictions.json of the checkpoints over the odd pictures, by weights (run once)."""
+    return {}
+
+
 def _detections(monkeypatch, capsys, weights: str | Path, source: Path, out: Path) -> list:
     code, text = detseg_text(monkeypatch, capsys, "detect", source, "--weights", weights,
                              "--out", out, "--no-save-images", "--quiet", "--device", "cpu")
@@ -104,9 +110,13 @@ def _assert_same_detections(ref: list, got: list) -> int:
                                               ("shapes-ssd", "torchscript"),
                                               ("shapes-mask_rcnn", "onnx")])
 def test_detect_with_an_export_finds_what_the_checkpoint_finds(
-        monkeypatch, capsys, tmp_path, odd, exports, weights: str, fmt: str) -> None:
+        monkeypatch, capsys, tmp_path, odd, exports, checkpoint_detections, weights: str,
+        fmt: str) -> None:
     path = exports(weights, fmt)
-    ref = _detections(monkeypatch, capsys, weights, odd, tmp_path / "ref")
+    if weights not in checkpoint_detections:
+        checkpoint_detections[weights] = _detections(monkeypatch, capsys, weights, odd,
+                                                     tmp_path / "ref")
+    ref = checkpoint_detections[weights]
     got = _detections(monkeypatch, capsys, path, odd, tmp_path / "got")
     assert _assert_same_detections(ref, got) >= 3
     assert {d["file_name"] for d in ref} >= {"crop_161x200.png", "scaled_121x173.png",
