@@ -153,6 +153,9 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
+    if half and getattr(predictor.model, "runtime", "torch") != "torch":
+        raise UsageError(f"--half: {weights} is an exported model; it runs in the precision it "
+                         f"was exported in (export the checkpoint with --half for float16)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and outputs.save_masks and predictor.task == "detect":
