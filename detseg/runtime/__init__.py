@@ -5,7 +5,9 @@
 
 ``detseg.runtime.files`` tells exported files from checkpoints by content,
 ``detseg.runtime.session`` runs a file in its runtime, ``detseg.runtime.model`` puts it behind
-the PyTorch model's interface so the task adapters drive it unchanged.
+the PyTorch model's interface so the task adapters drive it unchanged, and
+``detseg.runtime.tracing`` holds what ``detseg.export`` changes while tracing torchvision
+detectors (an exact resize scale, a faster RoIAlign level merge).
 """
 
 from __future__ import annotations
