@@ -33,7 +33,8 @@ def onnxruntime_module(path: Path) -> Any:
         import onnxruntime
     except ImportError as err:
         raise WeightsError(f"{path}: running an ONNX model needs the onnxruntime package "
-                           f"(pip install onnxruntime), which is not installed") from err
+                           f"(pip install 'detseg[onnx]' or pip install onnxruntime), which is not "
+                           f"installed") from err
     return onnxruntime
 
 
