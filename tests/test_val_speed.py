@@ -203,3 +203,22 @@ def test_utf16_bom_and_malformed_files(tmp_path, monkeypatch, capsys) -> None:
                             "--no-plots", "--out", tmp_path / "o")
     assert code == 1
     assert f"{broken}: malformed JSON in results file: Expecting value: line 2 column 11" in err
+
+
+def test_ids_beyond_64_bits_in_the_ground_truth_are_skipped_by_name(tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    gt_path, res = _tiny_coco(tmp_path)
+    gt = json.loads(gt_path.read_text())
+    gt["images"].append({"id": 2 ** 70, "height": 9, "width": 9})
+    gt["annotations"].append({"id": 3, "image_id": 2 ** 70, "category_id": 5,
+                              "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0})
+    gt["categories"].append({"id": -2 ** 64, "name": "huge"})
+    gt_path.write_text(json.dumps(gt))
+    code, out, err = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions", res,
+                            "--no-plots", "--json", "--out", tmp_path / "o")
+    assert code == 1, err
+    assert re.search(r"images\[2\]: id \d+ is out of the 64-bit integer range; skipped", err)
+    assert re.search(r"categories\[1\]: id -\d+ is out of the 64-bit integer range; skipped",
+                     err)
+    assert "annotations[2]: image_id" in err
+    assert json.loads(out)["bbox"]["AP50"] == pytest.approx(1.0)

@@ -19,6 +19,7 @@ from detseg.eval.coco.json_input import (
     box_array,
     box_problem,
     finite_number,
+    id_problem,
     integer_id,
     short,
 )
@@ -93,12 +94,12 @@ def _read_images(entries: list, iou_type: str, source: str, warnings: list[str]
         width = _positive_int(im.get("width")) if isinstance(im, dict) else None
         if not isinstance(im, dict) or "id" not in im:
             problems.append(f"{where} = {short(im)}: missing key 'id'")
-        elif img_id is None:
-            problems.append(f"{where}: id {short(im['id'])} is not an integer")
+        elif (problem := id_problem("id", im["id"])) is not None:
+            problems.append(f"{where}: {problem}")
         elif iou_type == "segm" and (height is None or width is None):
             problems.append(f"{where} = {short(im)}: segm evaluation needs a positive integer "
                             f"height and width")
-        else:
+        elif img_id is not None:
             if img_id in first_at:
                 warnings.append(f"{source}: {where}: image id {img_id} is listed again (first at "
                                 f"images[{first_at[img_id]}]); the last entry is used, as "
@@ -125,9 +126,9 @@ def _read_categories(entries: list, source: str, warnings: list[str]
         cat_id = integer_id(cat.get("id")) if isinstance(cat, dict) else None
         if not isinstance(cat, dict) or "id" not in cat:
             problems.append(f"{where} = {short(cat)}: missing key 'id'")
-        elif cat_id is None:
-            problems.append(f"{where}: id {short(cat['id'])} is not an integer")
-        else:
+        elif (problem := id_problem("id", cat["id"])) is not None:
+            problems.append(f"{where}: {problem}")
+        elif cat_id is not None:
             if cat_id in first_at:
                 warnings.append(f"{source}: {where}: category id {cat_id} is listed again (first "
                                 f"at categories[{first_at[cat_id]}]); the last entry is used, "
@@ -150,10 +151,11 @@ def _annotation_problem(where: str, ann: Any, geometry: str, images: dict, cats:
     for key in ("id", "image_id", "category_id", geometry):
         if key not in ann:
             return f"{where} = {short(ann)}: missing key '{key}'"
+    for key in ("id", "image_id", "category_id"):
+        problem = id_problem(key, ann[key])
+        if problem:
+            return f"{where}: {problem}"
     ids = [integer_id(ann[key]) for key in ("id", "image_id", "category_id")]
-    for key, value in zip(("id", "image_id", "category_id"), ids, strict=True):
-        if value is None:
-            return f"{where}: {key} {short(ann[key])} is not an integer"
     if ids[1] not in images:
         return f"{where}: image_id {ids[1]} is not listed in the ground truth's images"
     if ids[2] not in cats:

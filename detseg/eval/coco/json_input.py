@@ -90,6 +90,17 @@ def integer_id(value: Any) -> int | None:
     return None
 
 
+def id_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be an id (named ``name`` in the message): not an integer, or
+    outside the 64-bit range the arrays hold; None when it can."""
+    number = integer_id(value)
+    if number is None:
+        return f"{name} {short(value)} is not an integer"
+    if not -2 ** 63 <= number < 2 ** 63:
+        return f"{name} {number} is out of the 64-bit integer range"
+    return None
+
+
 def finite_number(value: Any) -> bool:
     """True for a finite real number (numpy's too; bools are not numbers here)."""
     if type(value) in (int, float):

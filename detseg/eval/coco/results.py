@@ -28,6 +28,7 @@ from detseg.eval.coco.json_input import (
     box_array,
     box_problem,
     finite_number,
+    id_problem,
     integer_id,
     short,
 )
@@ -90,11 +91,9 @@ def _entry_problem(i: int, entry: Any) -> str | None:
         if key not in entry:
             return f"results[{i}] = {short(entry)}: missing key '{key}'"
     for key in ("image_id", "category_id"):
-        value = integer_id(entry[key])
-        if value is None:
-            return f"results[{i}]: {key} {short(entry[key])} is not an integer"
-        if not -2 ** 63 <= value < 2 ** 63:
-            return f"results[{i}]: {key} {value} is out of the 64-bit integer range"
+        problem = id_problem(key, entry[key])
+        if problem:
+            return f"results[{i}]: {problem}"
     if not finite_number(entry["score"]):
         return f"results[{i}]: score {short(entry['score'])} is not a finite number"
     return None
