@@ -200,8 +200,8 @@ def _summary(report: Any, predictor: Any, semantic: bool) -> None:
                   f"(batch {predictor.batch_size}, {predictor.device}"
                   f"{', fp16' if predictor.half_active else ''})", highlight=False)
     if predictor.slicing is not None:
-        console.print(f"sliced: {predictor.slicing.describe()} (pictures larger than a tile)",
-                      highlight=False)
+        console.print(f"sliced: {predictor.slicing.describe(blend=semantic)} (pictures larger "
+                      f"than a tile)", highlight=False)
     for video in report.videos:
         console.print(f"video {video.source}: {video.frames} frames at {video.fps:.1f} fps -> "
                       f"{video.output}", highlight=False)

@@ -312,7 +312,7 @@ def test_segment_sliced_on_an_odd_sized_picture(monkeypatch, capsys, picture, tm
     code, out, err = detseg(monkeypatch, capsys, "segment", path, "--weights", "shapes-unet",
                             "--slice", TILE, "--save-masks", "--out", tmp_path / "run")
     assert code == 0, err
-    assert "sliced: 256 px tiles, overlap 0.2" in out
+    assert "sliced: 256 px tiles, overlap 0.2, class scores blended" in out
     mask = cv2.imread(str(tmp_path / "run" / "masks" / "odd.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (301, 390)
     truth = classes[:301, :390]

@@ -86,11 +86,13 @@ class SliceOptions:
         """Whether a picture of ``height`` x ``width`` is sliced (larger than a tile)."""
         return height > self.size or width > self.size
 
-    def describe(self) -> str:
-        """One line for run summaries, e.g. ``256 px tiles, overlap 0.2, nms (ios > 0.5)``."""
+    def describe(self, blend: bool = False) -> str:
+        """One line for run summaries, e.g. ``256 px tiles, overlap 0.2, nms (ios > 0.5)``;
+        ``blend``: for semantic models, whose tiles' class scores are blended, not merged."""
         full = " + full picture" if self.full else ""
-        return (f"{self.size} px tiles, overlap {self.overlap:g}, {self.merge} "
-                f"({self.match} > {self.threshold:g}){full}")
+        merge = ("class scores blended" if blend
+                 else f"{self.merge} ({self.match} > {self.threshold:g})")
+        return f"{self.size} px tiles, overlap {self.overlap:g}, {merge}{full}"
 
 
 def _starts(length: int, size: int, step: int) -> list[int]:
