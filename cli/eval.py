@@ -199,12 +199,14 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     from detseg.eval.metrics_files import detection_tables, write_detection_files
 
     gt, results = load_inputs(ann, predictions) if report else (ann, predictions)
+    parsed = None  # the evaluator's arrays of both files, which the report's analysis reuses
     if backend == "pycocotools":
         evaluation = evaluate_with_pycocotools(gt, results, iou_type, source=str(predictions),
                                                gt_source=str(ann))
     else:
-        evaluation = COCOEvaluator(gt, iou_type, source=str(ann)).evaluate(
-            results, source=str(predictions))
+        evaluator = COCOEvaluator(gt, iou_type, source=str(ann))
+        parsed = (evaluator.gt, evaluator.parse(results, source=str(predictions)))
+        evaluation = evaluator.evaluate(parsed[1])
     for line in evaluation.warnings:  # entries skipped or ignored, each named
         warn(line)
     evals = {iou_type: evaluation}
@@ -214,7 +216,7 @@ def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: 
     pictures_failed = False
     if report:
         extra, pictures_failed = report_from_files(ann, predictions, gt, results, images,
-                                                   evals, out_dir, report_conf)
+                                                   evals, out_dir, report_conf, parsed)
         written += extra
     if as_json:
         from .console import print_json

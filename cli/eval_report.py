@@ -37,9 +37,10 @@ def load_inputs(ann: Path, predictions: Path) -> tuple[Any, Any]:
 
 
 def report_from_files(ann: Path, predictions: Path, gt: Any, results: Any, images: Path | None,
-                      evals: dict[str, Any], out_dir: Path, score_threshold: float = 0.5
-                      ) -> tuple[list[Path], bool]:
-    """The report of a scored results file (``gt`` and ``results`` parsed by ``load_inputs``);
+                      evals: dict[str, Any], out_dir: Path, score_threshold: float = 0.5,
+                      parsed: Any = None) -> tuple[list[Path], bool]:
+    """The report of a scored results file (``gt`` and ``results`` parsed by ``load_inputs``;
+    ``parsed`` the evaluator's arrays of them, ``(COCOEvaluator.gt, Detections)``, or None);
     ``(files written, some picture failed)``."""
     from detseg.report.build import detection_report
     from detseg.report.pictures import PictureSource
@@ -48,7 +49,8 @@ def report_from_files(ann: Path, predictions: Path, gt: Any, results: Any, image
     files = detection_report(out_dir, evals, gt, results, pictures,
                              [f"ground truth {ann}", f"results {predictions}"]
                              + ([f"images {images}"] if images is not None else []),
-                             score_threshold)
+                             score_threshold,
+                             None if parsed is None else dict.fromkeys(evals, parsed))
     _show(files.warnings)
     return files.written, bool(files.warnings)
 

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from detseg.eval.analysis import analyse_detections, write_errors_json
+from detseg.eval.coco.ground_truth import GroundTruth
+from detseg.eval.coco.results import Detections
 from detseg.eval.coco_map import COCOMetrics
 from detseg.report.detection import detection_section
 from detseg.report.page import Section, render_page, write_page
@@ -45,18 +47,21 @@ def _meta(lines: list[str]) -> list[str]:
 
 def detection_report(out_dir: Path, evals: dict[str, COCOMetrics], gt: dict[str, Any],
                      results: list[dict[str, Any]], pictures: PictureSource | None = None,
-                     meta: list[str] | None = None, score_threshold: float = 0.5
+                     meta: list[str] | None = None, score_threshold: float = 0.5,
+                     parsed: dict[str, tuple[GroundTruth, Detections]] | None = None
                      ) -> ReportFiles:
     """Analyse ``results`` against ``gt`` for each IoU type of ``evals`` and write
     ``errors.json`` and ``report.html`` into ``out_dir``.
 
     ``results`` are COCO results (``bbox`` xywh absolute pixels, ``score``, ``segmentation``
     for ``segm``); counts, the confusion matrix and the galleries use IoU 0.5 and detections
-    with ``score >= score_threshold``.
+    with ``score >= score_threshold``. ``parsed``: per IoU type, the evaluator's parse of
+    ``gt`` and ``results`` (see ``analyse_detections``), not parsed again.
     """
     types: list[str] = [t for t in ("bbox", "segm") if t in evals]
     analyses: dict[str, Any] = {
-        t: analyse_detections(gt, results, iou_type=t, score_threshold=score_threshold)
+        t: analyse_detections(gt, results, iou_type=t, score_threshold=score_threshold,
+                              parsed=(parsed or {}).get(t))
         for t in types}
     sections = [detection_section(evals[t], analyses[t], pictures, gt, results,
                                   score_threshold) for t in types]

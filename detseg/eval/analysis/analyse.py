@@ -23,7 +23,9 @@ from detseg.eval.analysis.confusion import per_class_counts, threshold_counts
 from detseg.eval.analysis.matching import POS_THRESH, match_scene
 from detseg.eval.analysis.scene import build_scene
 from detseg.eval.analysis.tide import classify, error_counts, tide_scores
+from detseg.eval.coco.ground_truth import GroundTruth
 from detseg.eval.coco.json_input import load_json, paused_gc, source_name
+from detseg.eval.coco.results import Detections
 
 IOU_TYPES = ("bbox", "segm")
 
@@ -66,7 +68,8 @@ def _unique_names(names: list[str], ids: list[int]) -> list[str]:
 
 def analyse_detections(gt: dict | str | Path, results: list[dict] | str | Path,
                        iou_type: str = "bbox", score_threshold: float = 0.5,
-                       gt_source: str | None = None, results_source: str | None = None
+                       gt_source: str | None = None, results_source: str | None = None,
+                       parsed: tuple[GroundTruth, Detections] | None = None
                        ) -> DetectionAnalysis:
     """Analyse COCO results against a COCO ground truth (dicts as ``json.load`` gives them,
     or their files).
@@ -75,7 +78,9 @@ def analyse_detections(gt: dict | str | Path, results: list[dict] | str | Path,
     ``warnings``; inputs with nothing usable raise ``EvalInputError`` naming the first bad
     entry. ``score_threshold`` (a finite number) selects the detections the confusion matrix,
     counts and error cases use; TIDE's numbers use every detection. ``gt_source`` /
-    ``results_source`` name the inputs in messages (default: their paths).
+    ``results_source`` name the inputs in messages (default: their paths). ``parsed``: what
+    a ``COCOEvaluator(gt, iou_type)`` of the same inputs already parsed (its ``gt`` and the
+    ``parse(results)`` it evaluated), so that they are not parsed twice.
     """
     if iou_type not in IOU_TYPES:
         raise UsageError(f"iou_type must be one of {', '.join(IOU_TYPES)}, got {iou_type!r}")
@@ -89,7 +94,7 @@ def analyse_detections(gt: dict | str | Path, results: list[dict] | str | Path,
         res_data: Any = load_json(results, "results")
         scene = build_scene(gt_data, res_data, iou_type,
                             source_name(gt, gt_source, "ground truth"),
-                            source_name(results, results_source, "results"))
+                            source_name(results, results_source, "results"), parsed)
         matching = match_scene(scene)
         errors = classify(scene, matching)
         ap50, dap = tide_scores(scene, matching, errors)

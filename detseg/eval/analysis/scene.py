@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from detseg.errors import UsageError
 from detseg.eval.coco.ground_truth import GroundTruth, parse_ground_truth
 from detseg.eval.coco.json_input import integer_id
 from detseg.eval.coco.match import group_starts
@@ -215,12 +216,29 @@ def _ordered_detections(dets: Detections, img_rank: np.ndarray) -> np.ndarray:
     return order[rank < MAX_DETS]
 
 
+def parsed_for(parsed: tuple[GroundTruth, Detections], iou_type: str
+               ) -> tuple[GroundTruth, Detections]:
+    """``parsed`` checked to hold what ``iou_type`` needs (masks for ``segm``, boxes for
+    ``bbox``); ``UsageError`` naming it otherwise."""
+    gt, dets = parsed
+    masks = gt.rles is not None and dets.rles is not None
+    if (masks if iou_type == "segm" else gt.rles is None and dets.box is not None):
+        return gt, dets
+    raise UsageError(f"parsed: the ground truth and detections were not parsed for iou_type "
+                     f"{iou_type!r}")
+
+
 def build_scene(gt_data: Any, results: Any, iou_type: str, gt_source: str,
-                results_source: str) -> Scene:
+                results_source: str, parsed: tuple[GroundTruth, Detections] | None = None
+                ) -> Scene:
     """Parse a COCO ground-truth dict and results list (``EvalInputError`` / warnings as the
-    COCO evaluator) into a ``Scene``."""
-    gt = parse_ground_truth(gt_data, iou_type, gt_source)
-    dets = parse_results(results, gt, iou_type, results_source)
+    COCO evaluator) into a ``Scene``; ``parsed``: the COCO evaluator's own parse of these
+    inputs for ``iou_type`` (``COCOEvaluator.gt`` and ``.parse``), used instead."""
+    if parsed is not None:
+        gt, dets = parsed_for(parsed, iou_type)
+    else:
+        gt = parse_ground_truth(gt_data, iou_type, gt_source)
+        dets = parse_results(results, gt, iou_type, results_source)
     img_rank, file_names = _image_order(gt_data, gt)
     order = _ordered_detections(dets, img_rank)
     p_geo: np.ndarray | list

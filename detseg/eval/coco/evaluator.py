@@ -37,7 +37,7 @@ from detseg.eval.coco.ground_truth import parse_ground_truth, select
 from detseg.eval.coco.json_input import load_json, paused_gc, source_name
 from detseg.eval.coco.metrics import COCOMetrics
 from detseg.eval.coco.params import Params
-from detseg.eval.coco.results import parse_results, restrict
+from detseg.eval.coco.results import Detections, parse_results, restrict
 
 
 def resolve_params(iou_type: str | None, params: Params | None,
@@ -96,10 +96,19 @@ class COCOEvaluator:
         """One line per ground-truth entry skipped or duplicated."""
         return list(self.gt.warnings)
 
-    def evaluate(self, results: list[dict] | str | Path,
+    def parse(self, results: list[dict] | str | Path, source: str | None = None) -> Detections:
+        """The usable results of ``results`` as arrays, parsed against this ground truth (what
+        ``evaluate`` does first; a caller that needs them too, as the error analysis of
+        ``eval --report``, parses once and passes them to ``evaluate``)."""
+        with paused_gc():  # the parsed file is freed by reference counting before it resumes
+            return parse_results(load_json(results, "results"), self.gt, self.iou_type,
+                                 source_name(results, source, "results"))
+
+    def evaluate(self, results: list[dict] | str | Path | Detections,
                  max_dets: Sequence[int] | None = None, source: str | None = None
                  ) -> COCOMetrics:
-        """Evaluate COCO-format results (a list of dicts or the path of a JSON list).
+        """Evaluate COCO-format results (a list of dicts, the path of a JSON list, or what
+        ``parse`` made of them).
 
         Each result needs ``image_id``, ``category_id``, ``score`` and ``bbox`` ``[x, y, w, h]``
         (bbox) or ``segmentation`` (segm: RLE, or polygons rasterized at the image size). Bad
@@ -108,9 +117,7 @@ class COCOEvaluator:
         ``params.max_dets``; ``source`` names the results in messages (default: the path).
         """
         params = resolve_params(None, self.params, max_dets)
-        with paused_gc():  # the parsed file is freed by reference counting before it resumes
-            dets = parse_results(load_json(results, "results"), self.gt, self.iou_type,
-                                 source_name(results, source, "results"))
+        dets = results if isinstance(results, Detections) else self.parse(results, source)
         precision, recall, scores = accumulate(self._view, restrict(dets, self._selection),
                                                params)
         names = list(self._view.cat_names)
