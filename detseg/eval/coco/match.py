@@ -179,7 +179,8 @@ def match(gt: GroundTruth, dets: Detections, d_key: np.ndarray, order: np.ndarra
         perm = base[np.argsort(pslot_sorted * 2 + gt_ig[a, pg[base]], kind="stable")]
         g_a[a] = pg[perm]
         iou_a[a] = piou[perm]
-    taken = np.zeros((a_n, t_n, len(gt.key)), dtype=bool)
+    g_n = len(gt.key)
+    taken = np.zeros((a_n, t_n, g_n + 1), dtype=bool)     # column g_n: where misses write
     matched = np.full((a_n, t_n, len(cand)), -1, dtype=np.int64)
     ai = np.arange(a_n)[:, None, None]
     ti = np.arange(t_n)[None, :, None]
@@ -194,17 +195,14 @@ def match(gt: GroundTruth, dets: Detections, d_key: np.ndarray, order: np.ndarra
         pos = np.where(valid, np.arange(width), width)
         first = np.minimum.reduceat(pos, slot_start[b0:b1] - p0, axis=2)     # [A, T, nb]
         hit = first < width
-        chosen = np.take_along_axis(g[:, None, :].repeat(t_n, 1),
-                                    np.minimum(first, width - 1), axis=2)
-        chosen = np.where(hit, chosen, -1)
-        aa, tt, bb = np.nonzero(hit)
-        taken[aa, tt, chosen[aa, tt, bb]] = True
-        matched[:, :, b0:b1] = chosen
-    # Back to detection order (slot j holds candidate by_step[j]).
-    matched = matched[:, :, slot]
+        chosen = np.take_along_axis(g[:, None, :], np.minimum(first, width - 1), axis=2)
+        taken[ai, ti, np.where(hit, chosen, g_n)] = True
+        matched[:, :, b0:b1] = np.where(hit, chosen, -1)
+    # Flags in step order, then back to detection order (slot j holds candidate by_step[j]).
     hit = matched >= 0
-    m = np.maximum(matched, 0)
-    m_ig = gt_ig[ai, m] & hit
-    counted = hit & (gt.ann_id[m] != 0)  # pycocotools stores matches by id: id 0 is "none"
-    ignored = m_ig | (~counted & out_area[:, None, cand])
-    return cand, counted & ~ignored, ~ignored
+    # pycocotools stores matches by id: a ground truth whose id is 0 counts as no match.
+    lookup = gt_ig.astype(np.uint8) | ((gt.ann_id == 0).astype(np.uint8) << 1)[None, :]
+    code = lookup[ai, np.maximum(matched, 0)]
+    counted = hit & ((code & 2) == 0)
+    ignored = (hit & ((code & 1) != 0)) | (~counted & out_area[:, None, cand[by_step]])
+    return cand, (counted & ~ignored)[:, :, slot], ~ignored[:, :, slot]
