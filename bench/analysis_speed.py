@@ -6,10 +6,11 @@
 
 The synthetic COCO files of ``bench/eval_speed.py`` (80 classes, ~7 objects and 100 detections
 per image) are written once (``--data`` keeps them). For each IoU type, in this process and
-from the parsed JSON: ``COCOEvaluator(gt, iou_type).evaluate(results)`` and
-``analyse_detections(gt, results, iou_type)`` (best of ``--repeat``, wall and CPU seconds: CPU
-is the steadier number on a loaded machine); then ``tidecv`` from the files (its own loading
-included) and the largest difference between its dAPs / AP50 and ours.
+from the parsed JSON: ``COCOEvaluator(gt, iou_type).evaluate(results)`` (parsing into arrays
+included), ``analyse_detections(gt, results, iou_type)`` on its own (parsing included) and on
+the evaluator's arrays (``parsed=``, as ``eval --report`` runs it), best of ``--repeat``, wall
+and CPU seconds (CPU is the steadier number on a loaded machine); then ``tidecv`` from the
+files (its own loading included) and the largest difference between its dAPs / AP50 and ours.
 """
 
 from __future__ import annotations
@@ -72,23 +73,28 @@ def main() -> None:
         paths = generate(args.images, data)
     gt = load_json(paths[0], "ground-truth")
     print(f"{args.images} images x 100 detections under {data}")
-    print(f"{'':6} {'COCO evaluate':>22} {'analyse_detections':>22} {'tidecv':>9} "
-          f"{'max |diff|':>11}")
-    print(f"{'':6} {'wall s':>10} {'CPU s':>11} {'wall s':>10} {'CPU s':>11} {'CPU s':>9}")
+    print(f"{'':6} {'COCO evaluate':>22} {'analyse_detections':>22} {'... parsed=':>22} "
+          f"{'tidecv':>9} {'max |diff|':>11}")
+    print(f"{'':6}" + f" {'wall s':>10} {'CPU s':>11}" * 3 + f" {'CPU s':>9}")
     for iou_type in args.iou_types.split(","):
         res_path = paths[1] if iou_type == "bbox" else paths[2]
         results = load_json(res_path, "results")
         evaluate = _best(lambda g, r, t: COCOEvaluator(g, t).evaluate(r), (gt, results, iou_type),
                          args.repeat)
         analyse = _best(analyse_detections, (gt, results, iou_type), args.repeat)
+        evaluator = COCOEvaluator(gt, iou_type)
+        parsed = (evaluator.gt, evaluator.parse(results))
+        reuse = _best(lambda g, r, t, p: analyse_detections(g, r, t, parsed=p),
+                      (gt, results, iou_type, parsed), args.repeat)
         ref_cpu, diff = "-", "-"
         if not args.no_tidecv:
             want, want_ap, seconds = _tidecv(paths[0], res_path, iou_type)
-            got = analyse_detections(gt, results, iou_type)
+            got = analyse_detections(gt, results, iou_type, parsed=parsed)
             worst = max([abs(got.ap50 - want_ap)] + [abs(got.tide[k] - v) for k, v in want.items()])
             ref_cpu, diff = f"{seconds:.1f}", f"{worst:.1e}"
-        print(f"{iou_type:6} {evaluate[0]:10.2f} {evaluate[1]:11.2f} {analyse[0]:10.2f} "
-              f"{analyse[1]:11.2f} {ref_cpu:>9} {diff:>11}")
+        print(f"{iou_type:6}" + "".join(f" {w:10.2f} {c:11.2f}" for w, c in (evaluate, analyse,
+                                                                             reuse))
+              + f" {ref_cpu:>9} {diff:>11}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 The synthetic COCO files of ``bench/eval_speed.py`` (80 classes, ~7 objects and 100 detections
 per image, no pictures) are written once; then for each IoU type the command runs in a fresh
 process without and with ``--report`` (best of ``--repeat``), and, in this process, the parts:
-parsing the JSON files, the evaluation (``COCOEvaluator``), the error analysis
-(``analyse_detections``) and building the page (sections + HTML). Wall and CPU seconds are
+parsing the JSON files, then into arrays (``COCOEvaluator`` and its ``parse``), the evaluation,
+the error analysis (``analyse_detections`` on the evaluator's arrays, as ``eval --report``
+runs it) and building the page (sections + HTML). Wall and CPU seconds are
 printed (CPU time is the steadier number on a loaded machine). The report's extra time should be
 no longer than the evaluation itself; the size of report.html is printed too.
 """
@@ -70,9 +71,12 @@ def _parts(gt_path: Path, res_path: Path, iou_type: str) -> dict[str, tuple[floa
 
     gt, results = load_json(gt_path, "ground-truth"), load_json(res_path, "results")
     lap("parse JSON")
-    metrics = COCOEvaluator(gt, iou_type).evaluate(results)
+    evaluator = COCOEvaluator(gt, iou_type)
+    dets = evaluator.parse(results)
+    lap("parse to arrays")
+    metrics = evaluator.evaluate(dets)
     lap("evaluate")
-    analysis = analyse_detections(gt, results, iou_type)
+    analysis = analyse_detections(gt, results, iou_type, parsed=(evaluator.gt, dets))
     lap("analyse (TIDE, confusion, cases)")
     render_page("bench", [], [detection_section(metrics, analysis, None, gt, results, 0.5)])
     lap("build page")

@@ -158,22 +158,25 @@ def _box_pairs(p_key: np.ndarray, p_box: np.ndarray, g_key: np.ndarray, g_box: n
 def _mask_pairs(p_key: np.ndarray, p_rles: list, g_key: np.ndarray, g_rles: list,
                 crowd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As ``_box_pairs`` for masks: one pycocotools IoU call per key (which skips the masks
-    whose boxes do not overlap)."""
-    out_d, out_g, out_iou = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    whose boxes do not overlap); the matrices are read all at once."""
     keys, p_lo = np.unique(p_key, return_index=True)
-    p_hi = np.r_[p_lo[1:], len(p_key)]
+    p_hi = np.r_[p_lo[1:], len(p_key)].astype(np.int64)
     g_lo = np.searchsorted(g_key, keys, side="left")
     g_hi = np.searchsorted(g_key, keys, side="right")
-    for a, b, c, d in zip(p_lo.tolist(), p_hi.tolist(), g_lo.tolist(), g_hi.tolist(),
-                          strict=True):
-        if c == d:
-            continue
-        mat = np.asarray(mask_utils.iou(p_rles[a:b], g_rles[c:d], [int(crowd)] * (d - c)))
-        rows, cols = np.nonzero(mat.reshape(b - a, d - c) > 0)
-        out_d.append(rows + a)
-        out_g.append(cols + c)
-        out_iou.append(mat.reshape(b - a, d - c)[rows, cols])
-    return np.concatenate(out_d), np.concatenate(out_g), np.concatenate(out_iou)
+    has = g_hi > g_lo
+    p_lo, p_hi, g_lo, g_hi = p_lo[has], p_hi[has], g_lo[has], g_hi[has]
+    n = g_hi - g_lo
+    flags = [int(crowd)] * int(n.max(initial=0))
+    # Each [m, n] matrix row-major: entry r * n + c is (detection r, partner c) of its key.
+    iou = np.concatenate([np.zeros(0), *(
+        np.asarray(mask_utils.iou(p_rles[a:b], g_rles[c:d], flags[:d - c])).ravel()
+        for a, b, c, d in zip(p_lo.tolist(), p_hi.tolist(), g_lo.tolist(), g_hi.tolist(),
+                              strict=True))])
+    ends = np.cumsum((p_hi - p_lo) * n)
+    q = np.flatnonzero(iou > 0)
+    block = np.searchsorted(ends, q, side="right")
+    local = q - (ends - (p_hi - p_lo) * n)[block]
+    return p_lo[block] + local // n[block], g_lo[block] + local % n[block], iou[q]
 
 
 def _pairs(p_key: np.ndarray, p_geo: np.ndarray | list, g_key: np.ndarray,
