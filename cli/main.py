@@ -16,6 +16,8 @@ import typer
 from detseg import __version__
 from detseg.errors import DetsegError, UsageError, WeightsError
 
+from .console import console
+
 app = typer.Typer(
     name="detseg",
     help="Object detection and segmentation with convolutional networks.",
@@ -65,6 +67,9 @@ def _root(
 
       detseg eval --dataset shapes --data-root data/shapes --weights runs/train/exp/best.pt
     """
+    # Each command starts talking: --quiet of an earlier command in the same process (tests,
+    # an embedding program) does not carry over.
+    console.quiet = False
 
 
 for _name in COMMAND_MODULES:

@@ -53,3 +53,23 @@ def test_run_dirs_increment_and_never_reuse(tmp_path) -> None:
     first = new_run_dir("detect", root=tmp_path)
     second = new_run_dir("detect", root=tmp_path)
     assert (first.name, second.name) == ("exp", "exp2")
+
+
+def test_quiet_does_not_carry_over_to_the_next_command(tmp_path) -> None:
+    """Commands run in one process (tests, a program embedding the app): an earlier --quiet
+    does not silence a later command."""
+    import json
+
+    gt = {"images": [{"id": 1, "width": 31, "height": 17, "file_name": "a.jpg"}],
+          "categories": [{"id": 3, "name": "box"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 8],
+                           "area": 80, "iscrowd": 0}]}
+    results = [{"image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 8], "score": 0.9}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    quiet = runner.invoke(app, ["eval", "--ann", str(tmp_path / "gt.json"), "--predictions",
+                                str(tmp_path / "res.json"), "--no-plots", "-q",
+                                "--out", str(tmp_path / "run")])
+    assert quiet.exit_code == 0 and "AP" not in quiet.output
+    loud = runner.invoke(app, ["models", "unet"])
+    assert loud.exit_code == 0 and "unet" in loud.output
