@@ -61,13 +61,22 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="folder for the generated files (kept; "
                         "reused when they are there)")
     args = parser.parse_args()
+    if args.data is not None:
+        args.data.mkdir(parents=True, exist_ok=True)
+        _run(args, args.data)
+    else:  # generated for this run only
+        with tempfile.TemporaryDirectory(prefix="analysis-speed-") as folder:
+            _run(args, Path(folder))
+
+
+def _run(args: argparse.Namespace, data: Path) -> None:
+    """Time and compare each IoU type on the files under ``data`` (generated first when
+    missing) and print one row each."""
     from eval_speed import generate
 
     from detseg.eval.analysis import analyse_detections
     from detseg.eval.coco_map import COCOEvaluator, load_json
 
-    data = args.data or Path(tempfile.mkdtemp(prefix="analysis-speed-"))
-    data.mkdir(parents=True, exist_ok=True)
     paths = (data / "gt.json", data / "bbox.json", data / "segm.json")
     if not all(p.is_file() for p in paths):
         paths = generate(args.images, data)

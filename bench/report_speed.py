@@ -39,17 +39,19 @@ def _cli_seconds(args: list[str], repeat: int) -> tuple[float, float, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     best_wall = best_cpu = float("inf")
     size = 0
-    for i in range(repeat):
-        out = Path(tempfile.mkdtemp(prefix="report-speed-")) / f"run{i}"
-        start, cpu = time.perf_counter(), _cpu_children()
-        proc = subprocess.run([sys.executable, "-m", "detseg", *args, "--out", str(out)],
-                              capture_output=True, text=True, env=env)
-        wall, cpu = time.perf_counter() - start, _cpu_children() - cpu
-        if proc.returncode != 0:
-            sys.exit(f"detseg {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-800:]}")
-        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
-        page = out / "report.html"
-        size = page.stat().st_size if page.is_file() else 0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="report-speed-") as folder:
+            out = Path(folder) / "run"
+            start, cpu = time.perf_counter(), _cpu_children()
+            proc = subprocess.run([sys.executable, "-m", "detseg", *args, "--out", str(out)],
+                                  capture_output=True, text=True, env=env)
+            wall, cpu = time.perf_counter() - start, _cpu_children() - cpu
+            if proc.returncode != 0:
+                sys.exit(f"detseg {' '.join(args)} failed ({proc.returncode}): "
+                         f"{proc.stderr[-800:]}")
+            best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+            page = out / "report.html"
+            size = page.stat().st_size if page.is_file() else 0
     return best_wall, best_cpu, size
 
 
@@ -83,19 +85,11 @@ def _parts(gt_path: Path, res_path: Path, iou_type: str) -> dict[str, tuple[floa
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=5000, help="number of images (5000)")
-    parser.add_argument("--iou-types", default="bbox", help="bbox, segm or bbox,segm")
-    parser.add_argument("--repeat", type=int, default=1, help="CLI runs per setting (best)")
-    parser.add_argument("--data", type=Path, help="folder for the generated files (kept; "
-                        "reused when they are there)")
-    args = parser.parse_args()
+def _measure(args: argparse.Namespace, data: Path) -> list[tuple]:
+    """``(iou type, plain CLI times, --report CLI times, parts)`` per IoU type, on the files
+    under ``data`` (generated there first when missing)."""
     from eval_speed import generate
 
-    data = args.data or Path(tempfile.mkdtemp(prefix="report-speed-data-"))
-    data.mkdir(parents=True, exist_ok=True)
     paths = (data / "gt.json", data / "bbox.json", data / "segm.json")
     if not all(p.is_file() for p in paths):
         start = time.perf_counter()
@@ -112,6 +106,24 @@ def main() -> None:
         report = _cli_seconds([*base, "--report"], args.repeat)
         parts = _parts(gt_path, res_path, iou_type)
         rows.append((iou_type, plain, report, parts))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=5000, help="number of images (5000)")
+    parser.add_argument("--iou-types", default="bbox", help="bbox, segm or bbox,segm")
+    parser.add_argument("--repeat", type=int, default=1, help="CLI runs per setting (best)")
+    parser.add_argument("--data", type=Path, help="folder for the generated files (kept; "
+                        "reused when they are there)")
+    args = parser.parse_args()
+    if args.data is not None:
+        args.data.mkdir(parents=True, exist_ok=True)
+        rows = _measure(args, args.data)
+    else:  # generated for this run only
+        with tempfile.TemporaryDirectory(prefix="report-speed-data-") as folder:
+            rows = _measure(args, Path(folder))
     print(f"\n{'':14} {'eval':>8} {'eval --report':>14} {'report extra':>13} "
           f"{'extra / eval':>13} {'report.html':>12}")
     for iou_type, plain, report, _ in rows:
