@@ -13,12 +13,20 @@
   ``TRACKERS[name].params`` is its parameter dataclass.
 - ``Tracker`` / ``TrackedObjects``: the contract (``base``); ``kalman``, ``matching``: the
   shared pieces; ``bytetrack``, ``ocsort``: the trackers.
+
+Every module of this package is imported here, so a tracker module registers itself
+(``@TRACKERS.register``) and adding a tracker is adding one file.
 """
 
 from __future__ import annotations
 
-from detseg.track import bytetrack, ocsort
+import importlib
+import pkgutil
+
 from detseg.track.base import TrackedObjects, Tracker
 from detseg.track.registry import TRACKERS, build_tracker
 
-__all__ = ["TRACKERS", "TrackedObjects", "Tracker", "build_tracker", "bytetrack", "ocsort"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["TRACKERS", "TrackedObjects", "Tracker", "build_tracker"]
