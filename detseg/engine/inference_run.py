@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from detseg.data.io import expand_sources
 from detseg.engine import distributed as dist
 from detseg.engine.results import ResultStats
+from detseg.engine.shared_run import run_in_shared_folder
 from detseg.engine.video import VideoRun
 from detseg.engine.writers import (
     RunWriter,
@@ -33,7 +34,7 @@ from detseg.engine.writers import (
     output_stems,
 )
 from detseg.errors import ImageReadError, OutputError, UsageError
-from detseg.runs import RunFolderClaim, is_run_folder, new_run_dir, temporary_path
+from detseg.runs import is_run_folder, temporary_path
 
 if TYPE_CHECKING:
     from detseg.engine.predictor import Predictor
@@ -253,38 +254,8 @@ class InferenceRun:
 
     def run(self) -> RunReport:
         """Process the inputs; ``OutputFolderError`` when the run folder cannot be made."""
-        dist.init_distributed(self.info, self.predictor.device)
-        try:
-            run_dir, claim = self._open_run_dir()
-            try:
-                report = self._predict_share(run_dir)
-                if not report.interrupted:  # Ctrl-C reaches every rank: no one waits to gather
-                    report = self._gathered(report)
-            finally:
-                if claim is not None:
-                    claim.release()
-        except BaseException:
-            dist.shutdown_distributed(wait=False)
-            raise
-        dist.shutdown_distributed(wait=True)
-        return report
-
-    # ------------------------------------------------------------------ run folder
-    def _open_run_dir(self) -> tuple[Path, RunFolderClaim | None]:
-        """Rank 0 creates and claims the folder; every rank learns it, or rank 0's error."""
-        created: str | UsageError | None = None
-        claim = None
-        if self.info.is_main:
-            try:
-                path = new_run_dir(self.command, self.name, self.out, self.root)
-                claim = RunFolderClaim(path, self.command)
-                created = str(path)
-            except UsageError as err:
-                created = err
-        shared = dist.gather_objects(created)[0]
-        if isinstance(shared, UsageError):
-            raise shared
-        return Path(shared), claim
+        return run_in_shared_folder(self.info, self.predictor.device, self.command, self.name,
+                                    self.out, self.root, self._predict_share, self._gathered)
 
     def _json_name(self, rank: int) -> str:
         if not self.info.enabled:

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from detseg.engine.background import BackgroundWorker
-from detseg.engine.video import open_video_writer
+from detseg.engine.video import AnnotatedVideoWriter
 from detseg.engine.writers import JsonlWriter
 from detseg.errors import OutputError, VideoReadError
 from detseg.track import TrackedObjects
@@ -84,46 +81,19 @@ class TextWriter:
             self._file.close()
 
 
-class TrackVideoWriter(BackgroundWorker):
-    """Draws tracked frames (ids, trails) and encodes them at ``size`` in a background thread;
-    written as ``.STEM.tmp.SUFFIX`` and renamed to ``path`` by ``close``."""
+def track_video_writer(stem: Path, fps: float, size: tuple[int, int], names: list[str],
+                       trail: int = 30) -> AnnotatedVideoWriter[tuple[np.ndarray, TrackedObjects]]:
+    """A video writer of ``(frame RGB, its tracks)`` pairs: boxes in each identity's colour,
+    ``#id class`` labels and the trail of each identity's last ``trail`` centres."""
+    trails = Trails(trail)
 
-    def __init__(self, stem: Path, fps: float, size: tuple[int, int], names: list[str],
-                 trail: int = 30) -> None:
-        self._writer, self._temporary = open_video_writer(stem.with_name(f".{stem.name}.tmp"),
-                                                          fps, size)
-        self.path = stem.with_name(stem.name + self._temporary.suffix)
-        self.size = size
-        self.names = names
-        self.trails = Trails(trail)
-        self.frames = 0
-        super().__init__("detseg-track-video", queue_size=16)
-
-    def write(self, image: np.ndarray, tracked: TrackedObjects) -> None:
-        self._submit((image, tracked))
-
-    def close(self) -> Path:
-        """Finish the container and rename it into place (safe twice)."""
-        self._finish()
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            try:
-                os.replace(self._temporary, self.path)
-            except OSError as err:
-                raise OutputError(f"{self.path}: cannot write ({err.strerror or err})") from err
-        self._raise_pending()
-        return self.path
-
-    def _handle(self, item: tuple[np.ndarray, TrackedObjects]) -> None:
+    def render(item: tuple[np.ndarray, TrackedObjects]) -> np.ndarray:
         image, tracked = item
-        self.trails.update(tracked.ids, tracked.boxes_xyxy)
-        rgb = draw_tracks(image, tracked.ids, tracked.boxes_xyxy, tracked.classes, self.names,
-                          self.trails)
-        if (rgb.shape[1], rgb.shape[0]) != self.size:
-            rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
-        self.frames += 1
+        trails.update(tracked.ids, tracked.boxes_xyxy)
+        return draw_tracks(image, tracked.ids, tracked.boxes_xyxy, tracked.classes, names,
+                           trails)
+
+    return AnnotatedVideoWriter(stem, fps, size, render, thread_name="detseg-track-video")
 
 
 @dataclass
@@ -157,7 +127,7 @@ class SequenceOutputs:
         self.run_dir, self.name, self.names = run_dir, name, names
         self.fps, self.save_video, self.trail = fps, save_video, trail
         self.mot = TextWriter(run_dir / f"{name}.txt")
-        self.video: TrackVideoWriter | None = None
+        self.video: AnnotatedVideoWriter[tuple[np.ndarray, TrackedObjects]] | None = None
         self.stats = IdentityStats()
         try:
             self.jsonl = JsonlWriter(run_dir / f"{name}.jsonl")
@@ -173,11 +143,11 @@ class SequenceOutputs:
             if self.video is None:
                 size = (int(image.shape[1]), int(image.shape[0]))
                 try:
-                    self.video = TrackVideoWriter(self.run_dir / self.name, self.fps, size,
-                                                  self.names, self.trail)
+                    self.video = track_video_writer(self.run_dir / self.name, self.fps, size,
+                                                    self.names, self.trail)
                 except VideoReadError as err:  # no codec could open the file
                     raise OutputError(str(err)) from err
-            self.video.write(image, tracked)
+            self.video.write((image, tracked))
         self.stats.add(tracked, self.names)
 
     def close(self) -> None:

@@ -31,10 +31,10 @@ import numpy as np
 from detseg.engine import distributed as dist
 from detseg.engine.interrupts import stop_on_sigint
 from detseg.engine.sequences import FoundSequences, FrameRange, SequenceFrames, TrackSource
+from detseg.engine.shared_run import run_in_shared_folder
 from detseg.engine.track_outputs import SequenceOutputs
 from detseg.engine.writers import write_file
 from detseg.errors import ImageReadError, OutputError, UsageError
-from detseg.runs import RunFolderClaim, new_run_dir
 from detseg.track import build_tracker
 
 if TYPE_CHECKING:
@@ -163,38 +163,13 @@ class TrackingRun:
 
     def run(self) -> TrackReport:
         """Track every sequence; ``OutputFolderError`` when the run folder cannot be made."""
-        dist.init_distributed(self.info, self.predictor.device)
-        try:
-            run_dir, claim = self._open_run_dir()
-            try:
-                report = self._track_share(run_dir)
-                if not report.interrupted:  # Ctrl-C reaches every rank: no one waits to gather
-                    report = self._gathered(report)
-                if report.is_main:
-                    self._write_summary(report)
-            finally:
-                if claim is not None:
-                    claim.release()
-        except BaseException:
-            dist.shutdown_distributed(wait=False)
-            raise
-        dist.shutdown_distributed(wait=True)
-        return report
+        return run_in_shared_folder(self.info, self.predictor.device, "track", self.name,
+                                    self.out, self.root, self._track_share, self._gathered,
+                                    self._write_summary_on_main)
 
-    def _open_run_dir(self) -> tuple[Path, RunFolderClaim | None]:
-        created: str | UsageError | None = None
-        claim = None
-        if self.info.is_main:
-            try:
-                path = new_run_dir("track", self.name, self.out, self.root)
-                claim = RunFolderClaim(path, "track")
-                created = str(path)
-            except UsageError as err:
-                created = err
-        shared = dist.gather_objects(created)[0]
-        if isinstance(shared, UsageError):
-            raise shared
-        return Path(shared), claim
+    def _write_summary_on_main(self, report: TrackReport) -> None:
+        if report.is_main:
+            self._write_summary(report)
 
     def _fail(self, report: TrackReport, message: str) -> None:
         report.failures.append(message)

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -52,8 +52,12 @@ def open_video_writer(stem: Path, fps: float, size: tuple[int, int]) -> tuple[An
     raise VideoReadError(stem, f"no video codec available to write (tried {tried})")
 
 
-class AnnotatedVideoWriter(BackgroundWorker):
-    """Draws results with ``render`` and encodes them, in a background thread.
+Frame = TypeVar("Frame")  # what a writer draws: a Result, or a frame with its tracks
+
+
+class AnnotatedVideoWriter(BackgroundWorker, Generic[Frame]):
+    """Draws frames with ``render`` (an RGB ``H x W x 3`` uint8 picture back, resized to
+    ``size`` when it differs) and encodes them, in a background thread, in ``write`` order.
 
     The video is written as ``.STEM.tmp.SUFFIX`` and renamed to ``path`` (``STEM.SUFFIX``) by
     ``close``. ``write`` blocks when ``queue_size`` frames are waiting; ``close`` drains the
@@ -61,17 +65,18 @@ class AnnotatedVideoWriter(BackgroundWorker):
     """
 
     def __init__(self, stem: Path, fps: float, size: tuple[int, int],
-                 render: Callable[[Result], np.ndarray], queue_size: int = 16) -> None:
+                 render: Callable[[Frame], np.ndarray], queue_size: int = 16,
+                 thread_name: str = "detseg-video-write") -> None:
         self._writer, self._temporary = open_video_writer(stem.with_name(f".{stem.name}.tmp"),
                                                           fps, size)
         self.path = stem.with_name(stem.name + self._temporary.suffix)
         self.size = size
         self.render = render
         self.frames = 0
-        super().__init__("detseg-video-write", queue_size)
+        super().__init__(thread_name, queue_size)
 
-    def write(self, result: Result) -> None:
-        self._submit(result)
+    def write(self, frame: Frame) -> None:
+        self._submit(frame)
 
     def close(self) -> Path:
         """Finish the container and rename it into place (safe to call twice); raises
@@ -87,8 +92,8 @@ class AnnotatedVideoWriter(BackgroundWorker):
         self._raise_pending()
         return self.path
 
-    def _handle(self, result: Result) -> None:
-        rgb = self.render(result)
+    def _handle(self, frame: Frame) -> None:
+        rgb = self.render(frame)
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
@@ -139,7 +144,7 @@ class VideoRun:
         out_dir = Path(out_dir)
         self.stem = stem or Path(path).stem
         self.report = VideoReport(source=Path(path), expected=self.frames.expected)
-        self.writer: AnnotatedVideoWriter | None = None
+        self.writer: AnnotatedVideoWriter[Result] | None = None
         self.frame_files: RunWriter | None = None
         try:
             self.jsonl = JsonlWriter(out_dir / f"{self.stem}.jsonl")
