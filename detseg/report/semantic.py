@@ -35,7 +35,8 @@ def _colour_map(classes: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def panels(image: np.ndarray | None, score: ImageScore, colours: np.ndarray) -> list[str]:
     """``data:`` URIs of the image, the truth, the prediction and the errors (wrong pixels
-    red, ignored ones dark) at the size of the kept maps; without a picture the maps alone."""
+    red, ignored ones dark) at the size of the kept maps; without a picture the maps alone.
+    Class 0 (background) is left untinted in the truth and prediction panels."""
     if score.truth is None or score.pred is None:
         return []
     h, w = score.truth.shape
@@ -43,10 +44,12 @@ def panels(image: np.ndarray | None, score: ImageScore, colours: np.ndarray) -> 
     if image is not None:
         base = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     out = [] if base is None else [data_uri(base)]
+    plain = np.full((h, w, 3), 200, np.uint8) if base is None else base
     for classes in (score.truth, score.pred):
         shown = _colour_map(classes, colours)
         if base is not None:
             shown = cv2.addWeighted(base, 0.45, shown, 0.55, 0.0)
+        shown[classes == 0] = plain[classes == 0]
         out.append(data_uri(shown))
     grey = (np.full((h, w, 3), 200, np.uint8) if base is None else
             (cv2.cvtColor(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) // 2
@@ -81,8 +84,11 @@ def _worst_gallery(images: SemanticImages, pictures: PictureSource | None,
 
 
 def _legend(names: list[str], colours: np.ndarray) -> str:
+    """Swatches of the classes (class 0, background, is shown untinted), ignored and wrong."""
     items = "".join(f'<span><i style="background:rgb({c[0]},{c[1]},{c[2]});height:10px">'
-                    f"</i>{esc(n)}</span>" for n, c in zip(names, colours, strict=True))
+                    f"</i>{esc(n)}</span>"
+                    for n, c in zip(names[1:], colours[1:], strict=True))
+    items = f"<span>{esc(names[0])}: untinted</span>" + items if names else items
     return (f'<div class="legend">{items}<span><i style="background:#282828;height:10px"></i>'
             'ignored</span><span><i style="background:#e61e1e;height:10px"></i>'
             "wrong pixel</span></div>")
