@@ -10,12 +10,12 @@ Ground truth: the COCO boxes, shifted to their image's place.
 
 Model: ``--weights`` (shipped ``shapes-faster_rcnn`` and ``shapes-ssd`` by default). sahi runs
 the same ``Predictor`` (whole tiles, same conf) through a ``DetectionModel`` subclass written
-here and its ``get_sliced_prediction``; detseg runs ``Predictor(slicing=...)``. Both use
-256 px tiles with 0.2 overlap, matched by IoS > 0.5. A duplicate pair: two kept boxes of one
-class with IoU > 0.5 or one (90 %) inside the other. Times: whole seconds per picture (all
-passes and the merge), best of ``--repeats`` (the configurations run in turn on each picture,
-each repeat starting with another), one torch thread by default. Both sides keep the best
-``--max-det`` detections (1000).
+here and its ``get_sliced_prediction``; detseg runs ``Predictor(slicing=...)``. Both use 256 px
+tiles with detseg's default overlap (0.3), matched by IoS > 0.5. A duplicate pair: two kept
+boxes of one class with IoU > 0.5 or one (90 %) inside the other. Times: whole seconds per
+picture (all passes and the merge), best of ``--repeats`` (the configurations run in turn on
+each picture, each repeat starting with another), one torch thread by default. Both sides keep
+the best ``--max-det`` detections (1000).
 
     python bench/slice_speed.py                                  # 3 seamless + 1 mosaic
     python bench/slice_speed.py --weights shapes-ssd --seeds 7 8 --kinds seamless
@@ -47,7 +47,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--mosaic-seeds", type=int, default=1,
                         help="mosaic pictures are made for the first N seeds only")
     parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--overlap", type=float, default=0.2)
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="tile overlap (default: detseg's, 0.3)")
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--max-det", type=int, default=1000,
                         help="detections kept per picture, best first (both sides)")
@@ -55,7 +56,12 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.overlap is None:
+        from detseg.engine.slicing import DEFAULT_OVERLAP
+
+        args.overlap = DEFAULT_OVERLAP
+    return args
 
 
 # ---------------------------------------------------------------------- pictures

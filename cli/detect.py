@@ -98,7 +98,8 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
          out: Path | None, name: str, save_images: bool, save_json: bool, save_txt: bool,
          save_masks: bool, line_width: int | None, hide_labels: bool, hide_conf: bool,
          vid_stride: int, start: float | None, end: float | None, quiet: bool,
-         slice_size: int | None = None, slice_overlap: float = 0.2, slice_merge: str = "nms",
+         slice_size: int | None = None, slice_overlap: float | None = None,
+         slice_merge: str = "nms",
          slice_full: bool = False, threads: int | None = None) -> None:
     # Our own one-line messages say what is wrong with a video; FFmpeg's log would come first.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -111,7 +112,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         find_inputs,
     )
     from detseg.engine.predictor import Predictor
-    from detseg.engine.slicing import SliceOptions
+    from detseg.engine.slicing import DEFAULT_OVERLAP, SliceOptions
     from detseg.errors import UsageError
     from detseg.runs import check_run_name
 
@@ -119,10 +120,12 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         fail("--iou applies to detectors (`detseg detect`)")
     if out is None:
         check_run_name(name)
-    if slice_size is None and (slice_overlap != 0.2 or slice_merge != "nms" or slice_full):
+    if slice_size is None and (slice_overlap is not None or slice_merge != "nms" or slice_full):
         fail("--slice-overlap, --slice-merge and --slice-full apply with --slice SIZE")
-    slicing = (SliceOptions(slice_size, slice_overlap, slice_merge, slice_full)
-               if slice_size is not None else None)
+    slicing = None
+    if slice_size is not None:
+        overlap = DEFAULT_OVERLAP if slice_overlap is None else slice_overlap
+        slicing = SliceOptions(slice_size, overlap, slice_merge, slice_full)
     outputs = OutputOptions(save_images=save_images, save_json=save_json, save_txt=save_txt,
                             save_masks=save_masks, line_width=line_width,
                             hide_labels=hide_labels, hide_conf=hide_conf)
@@ -308,9 +311,9 @@ def _command(command: str):
                  "(--batch-size at a time) and "
                  + ("blend their class scores over the overlap." if semantic
                     else "merge their detections per class, one per object.")),
-        slice_overlap: float = typer.Option(
-            0.2, "--slice-overlap", metavar="FRAC",
-            help="Overlap of neighbouring tiles, a fraction of SIZE in [0, 1)."),
+        slice_overlap: float | None = typer.Option(
+            None, "--slice-overlap", metavar="FRAC",
+            help="Overlap of neighbouring tiles, a fraction of SIZE in [0, 1) (default 0.3)."),
         slice_merge: str = typer.Option(
             "nms", "--slice-merge", hidden=semantic,
             help="How matched detections of neighbouring tiles become one: nms (keep the best) "

@@ -312,7 +312,7 @@ def test_segment_sliced_on_an_odd_sized_picture(monkeypatch, capsys, picture, tm
     code, out, err = detseg(monkeypatch, capsys, "segment", path, "--weights", "shapes-unet",
                             "--slice", TILE, "--save-masks", "--out", tmp_path / "run")
     assert code == 0, err
-    assert "sliced: 256 px tiles, overlap 0.2, class scores blended" in out
+    assert "sliced: 256 px tiles, overlap 0.3, class scores blended" in out
     mask = cv2.imread(str(tmp_path / "run" / "masks" / "odd.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (301, 390)
     truth = classes[:301, :390]
@@ -335,7 +335,7 @@ def test_detect_slice_finds_small_objects_whole_image_inference_misses(monkeypat
                                 "-b", "4", *extra)
         assert code == 0, err
         runs[name] = coco_boxes(tmp_path / name)
-    assert "sliced: 256 px tiles, overlap 0.2, nms" in out
+    assert "sliced: 256 px tiles, overlap 0.3, nms" in out
     # the whole picture, shrunk to the model's 256 px, loses the small shapes
     assert recall(gt_boxes, gt_cats, *runs["whole"]) <= 0.5
     assert recall(gt_boxes, gt_cats, *runs["sliced"]) >= 0.85
@@ -363,3 +363,10 @@ def test_hostile_slice_options_one_line_exit_2(monkeypatch, capsys, tmp_path, ex
     assert code == 2 and named in text, text
     assert len(text.strip().splitlines()) == 1, text
     assert not (tmp_path / "run").exists()
+
+
+def test_slice_overlap_help_states_the_library_default(monkeypatch, capsys) -> None:
+    from detseg.engine.slicing import DEFAULT_OVERLAP
+
+    code, out = detseg_text(monkeypatch, capsys, "detect", "--help")
+    assert code == 0 and f"(default {DEFAULT_OVERLAP})" in " ".join(out.split())

@@ -39,6 +39,11 @@ from detseg.errors import UsageError
 from detseg.prediction import Prediction
 from detseg.spec import MAX_IMGSZ, MIN_IMGSZ
 
+#: overlap of neighbouring tiles, a fraction of the tile side. 0.3 rather than SAHI's 0.2:
+#: on 1280 px pictures of 25 shapes images side by side (bench/slice_speed.py, 5 pictures),
+#: shapes-faster_rcnn recall at IoU 0.5 is 0.833 at 0.2 and 0.860 at 0.3, for ~40% more time.
+DEFAULT_OVERLAP = 0.3
+
 
 @dataclass(frozen=True)
 class SliceOptions:
@@ -54,7 +59,7 @@ class SliceOptions:
     """
 
     size: int
-    overlap: float = 0.2
+    overlap: float = DEFAULT_OVERLAP
     merge: str = "nms"
     full: bool = False
     match: str = "ios"
@@ -103,7 +108,8 @@ def _starts(length: int, size: int, step: int) -> list[int]:
     return [*starts, length - size]
 
 
-def slice_grid(height: int, width: int, size: int, overlap: float = 0.2) -> np.ndarray:
+def slice_grid(height: int, width: int, size: int,
+               overlap: float = DEFAULT_OVERLAP) -> np.ndarray:
     """Tiles covering a ``height`` x ``width`` picture: K x 4 int64 xyxy pixels, row by row.
 
     Tiles are ``size`` square (clipped to the picture where it is smaller), start every
