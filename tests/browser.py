@@ -27,16 +27,19 @@ def find_browser() -> str | None:
 
 
 def _install() -> str:
-    """``apt-get install -y chromium`` (after ``apt-get update`` if the first try fails);
-    the reason when it could not be installed, else ``""``."""
+    """``apt-get install -y chromium`` (after ``apt-get update`` if the first try fails; a
+    step stalled for 5 minutes gives up at once); the reason when it could not be installed,
+    else ``""``."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     command = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
     for before in ([], [["apt-get", "update"]]):
         try:
             for step in [*before, command]:
-                subprocess.run(step, check=True, capture_output=True, timeout=900, env=env)
+                subprocess.run(step, check=True, capture_output=True, timeout=300, env=env)
             return ""
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+        except subprocess.TimeoutExpired as err:  # a stalled mirror: no second try
+            return f"apt-get could not install chromium ({err})"
+        except (subprocess.CalledProcessError, OSError) as err:
             reason = f"apt-get could not install chromium ({err})"
     return reason
 
