@@ -48,3 +48,16 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     for row in rows:
         table.add_row(*(Text(str(v)) for v in row))
     console.print(table)
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 image"``, ``"3 images"`` (``plural_form`` for irregular nouns: ``entries``)."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+def split_values(values: list[str] | None) -> list[str] | None:
+    """A repeatable option's values, each also split at commas (``--classes a,b --classes c``);
+    ``None`` when none was given."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from .console import console, err_console, fail, print_table, warn
+from .console import console, err_console, fail, plural, print_table, split_values, warn
 
 DEFAULT_MODELS = {"detect": "fasterrcnn_resnet50_fpn_v2", "segment": "deeplabv3_resnet50"}
 
@@ -40,16 +40,6 @@ Examples:
 }
 
 
-def _split_classes(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
-
-
 class _Terminal:
     """Shows a run (a ``RunListener``): a header, progress bars on stderr, and every failure
     as one warning."""
@@ -75,7 +65,7 @@ class _Terminal:
         if not self.show:
             return
         spec = self.predictor.spec
-        what = _plural(images, "image") + (f", {_plural(videos, 'video')}" if videos else "")
+        what = plural(images, "image") + (f", {plural(videos, 'video')}" if videos else "")
         shard = f" over {world_size} processes" if world_size > 1 else ""
         console.print(f"{self.command}: {spec.family} ({spec.backbone or 'preset'}), {what}"
                       f"{shard}, device {self.predictor.device}, batch "
@@ -146,7 +136,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
 
         torch.set_num_threads(threads)
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
-                          conf=conf, classes=_split_classes(classes), max_det=max_det,
+                          conf=conf, classes=split_values(classes), max_det=max_det,
                           imgsz=imgsz, batch_size=batch_size, half=half, iou=iou,
                           need_trained=True, slicing=slicing)
     semantic = predictor.task == "semantic"
@@ -156,9 +146,6 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
     if not semantic and command == "segment":
         raise UsageError(f"{predictor.spec.family} is a {predictor.task} model; use "
                          f"`detseg detect`")
-    if half and getattr(predictor.model, "runtime", "torch") != "torch":
-        raise UsageError(f"--half: {weights} is an exported model; it runs in the precision it "
-                         f"was exported in (export the checkpoint with --half for float16)")
     if info.is_main and half and not predictor.half_active:
         warn("--half needs a CUDA device; running in float32")
     if info.is_main and outputs.save_masks and predictor.task == "detect":
@@ -177,7 +164,7 @@ def _run(command: str, sources: list[str], *, model: str | None, weights: str | 
         _summary(report, predictor, semantic)
     failed_inputs = len(inputs.failures) + len(report.failures)
     if report.is_main and report.stopped:
-        err_console.print(f"stopped: {_plural(len(report.output_failures), 'output')} could not "
+        err_console.print(f"stopped: {plural(len(report.output_failures), 'output')} could not "
                           f"be written; the outputs written before were kept",
                           highlight=False)
     elif report.is_main and failed_inputs:
@@ -211,19 +198,19 @@ def _summary(report: Any, predictor: Any, semantic: bool) -> None:
     saved = []
     files = report.files
     if files["images"]:
-        saved.append(_plural(files["images"], "annotated image"))
+        saved.append(plural(files["images"], "annotated image"))
     if report.json_path is not None:
         saved.append(f"{report.json_path.name} "
-                     f"({_plural(report.json_entries, 'entry', 'entries')})")
+                     f"({plural(report.json_entries, 'entry', 'entries')})")
     if files["labels"]:
-        saved.append(_plural(files["labels"], "label file") + " in labels/")
+        saved.append(plural(files["labels"], "label file") + " in labels/")
     if files["masks"]:
-        saved.append(_plural(files["masks"], "mask PNG") + " in masks/")
+        saved.append(plural(files["masks"], "mask PNG") + " in masks/")
     if files["videos"]:
-        saved.append(_plural(files["videos"], "annotated video"))
+        saved.append(plural(files["videos"], "annotated video"))
     if files["jsonl"]:
-        saved.append(_plural(files["jsonl"], "frame JSONL file"))
-    counted = f"{_plural(report.images, 'image')}, {_plural(report.frames, 'video frame')}"
+        saved.append(plural(files["jsonl"], "frame JSONL file"))
+    counted = f"{plural(report.images, 'image')}, {plural(report.frames, 'video frame')}"
     console.print(f"{counted}; saved {', '.join(saved) or 'nothing'} in {report.run_dir}",
                   highlight=False)
 

@@ -9,15 +9,9 @@ from typing import Any
 
 import typer
 
-from .console import console, err_console, fail, print_table, warn
+from .console import console, err_console, fail, plural, print_table, split_values, warn
 
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn_v2"
-
-
-def _split_classes(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def _convert(flag: str, kind: type, text: str) -> Any:
@@ -94,10 +88,6 @@ def _list_trackers() -> None:
     print_table("trackers and their options", ["tracker", "option", "default", "meaning"], rows)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun if count == 1 else noun + 's'}"
-
-
 class _Terminal:
     """A ``TrackListener``: header, progress bars on stderr, every failure as one warning."""
 
@@ -123,7 +113,7 @@ class _Terminal:
         spec = self.predictor.spec
         shard = f" over {world_size} processes" if world_size > 1 else ""
         console.print(f"track: {spec.family} ({spec.backbone or 'preset'}) + {self.tracker}, "
-                      f"{_plural(sequences, 'sequence')}{shard}, device "
+                      f"{plural(sequences, 'sequence')}{shard}, device "
                       f"{self.predictor.device}, batch {self.predictor.batch_size} -> {run_dir}",
                       highlight=False)
 
@@ -148,7 +138,7 @@ def _summary(report: Any) -> None:
     if len(rows) > 1:
         rows.append(("all", total["frames"], total["tracks"], total["mean_length"],
                      per_class(total["ids_per_class"])))
-    print_table(f"{_plural(total['tracks'], 'track')}", ["sequence", "frames", "tracks",
+    print_table(f"{plural(total['tracks'], 'track')}", ["sequence", "frames", "tracks",
                                                          "mean length (frames)",
                                                          "ids per class"], rows)
     where = f"{report.summary_path.name}, " if report.summary_path is not None else ""
@@ -275,7 +265,7 @@ def track_command(
     if model is None and weights is None:
         model = DEFAULT_MODEL
     predictor = Predictor(model=model, weights=weights, backbone=backbone, device=device,
-                          conf=conf, classes=_split_classes(classes), max_det=max_det,
+                          conf=conf, classes=split_values(classes), max_det=max_det,
                           imgsz=imgsz, batch_size=batch_size, half=half, iou=iou,
                           need_trained=True)
     if info.is_main and half and not predictor.half_active:

@@ -139,6 +139,10 @@ class Predictor:
                      else None))
         self.batch_size = batch_size
         self.slicing = slicing
+        if half and getattr(self.model, "runtime", "torch") != "torch":
+            raise UsageError(f"--half: {weights} is an exported model; it runs in the precision "
+                             f"it was exported in (export the checkpoint with --half for "
+                             f"float16)")
         self.half_active = bool(half) and self.device.type == "cuda"
         self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
         on_cpu = self.device.type == "cpu"
