@@ -249,9 +249,7 @@ def track_command(
         check_run_name(name)
     options = TrackOptions(tracker=tracker, params=params,
                            frames=FrameRange(vid_stride, start, end), save_video=save_video)
-    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads = int(os.environ["OMP_NUM_THREADS"])
-    if threads:
+    if threads is not None:  # else torch's own choice, which follows OMP_NUM_THREADS
         torch.set_num_threads(threads)
     info = dist_info_from_env()
     if info.enabled:  # this rank's own GPU where there are GPUs
