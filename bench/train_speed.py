@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -48,20 +47,11 @@ MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 MARK = "TRAIN-SPEED-RESULT "
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (VmHWM, else ``ru_maxrss``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _reference_worker(opts: dict[str, Any]) -> dict[str, Any]:
     """Run the reference's ``main()`` in this process with its epoch and evaluation timed."""
     import torch
+
+    from detseg.profile import peak_rss_mb
 
     sys.path.insert(0, opts["reference_dir"])
     os.chdir(opts["reference_dir"])
@@ -104,12 +94,13 @@ def _reference_worker(opts: dict[str, Any]) -> dict[str, Any]:
         "--data-augmentation", "hflip", "--aspect-ratio-group-factor", "-1",
     ])
     train.main(args)
-    return {**spent, **found, "peak_mb": _peak_rss_mb()}
+    return {**spent, **found, "peak_mb": peak_rss_mb()}
 
 
 def _detseg_worker(opts: dict[str, Any], val_loss: bool) -> dict[str, Any]:
     """``detseg train`` (its Trainer) in this process, timed by a callback."""
     from detseg.engine.trainer import TrainCallback, TrainConfig, Trainer
+    from detseg.profile import peak_rss_mb
 
     marks: dict[str, float] = {"train_s": 0.0, "val_s": 0.0}
 
@@ -143,7 +134,7 @@ def _detseg_worker(opts: dict[str, Any], val_loss: bool) -> dict[str, Any]:
     trainer.fit()
     return {"train_s": marks["train_s"], "val_s": marks["val_s"], "ap": marks["ap"],
             "n_train": len(trainer.train_set), "n_val": len(trainer.val_set),
-            "peak_mb": _peak_rss_mb()}
+            "peak_mb": peak_rss_mb()}
 
 
 def _hflip() -> Any:

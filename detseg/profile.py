@@ -95,7 +95,7 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident set size in MiB: Linux ``VmHWM`` (since ``_reset_peak_rss``), else
     ``getrusage`` (the whole process life; KiB on Linux, bytes on macOS)."""
     try:
@@ -148,7 +148,7 @@ def benchmark(model: nn.Module, imgsz: int = 512, batch_size: int = 1,
             _synchronize(dev)
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
-            else _peak_rss_mb())
+            else peak_rss_mb())
     ms = np.asarray(times) * 1000.0
     return BenchmarkResult(
         model=name or (spec.family if spec is not None else type(model).__name__),
