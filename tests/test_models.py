@@ -134,6 +134,24 @@ def test_options_are_stored_and_used() -> None:
     assert custom.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
 
 
+def test_rpn_proposal_counts_are_options() -> None:
+    torch.manual_seed(0)
+    few = build_model("faster_rcnn", backbone="tiny", num_classes=3, input_size=128,
+                      rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=7).eval()
+    images, _ = few.transform([torch.rand(3, 128, 96)])
+    with torch.no_grad():
+        proposals, _ = few.rpn(images, few.backbone(images.tensors))
+    assert 0 < proposals[0].shape[0] <= 7
+    # a spec stored before the options existed keeps torchvision's 1000
+    stored = few.spec.to_dict()
+    for key in ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"):
+        del stored["options"][key]
+    old = build_from_spec(ModelSpec.from_dict(stored)).eval()
+    assert old.rpn.pre_nms_top_n() == old.rpn.post_nms_top_n() == 1000
+    with pytest.raises(ModelBuildError, match="rpn_post_nms_top_n_test must be at least 1"):
+        build_model("faster_rcnn", backbone="tiny", num_classes=3, rpn_post_nms_top_n_test=0)
+
+
 def test_bad_requests_raise_clear_errors() -> None:
     with pytest.raises(ModelBuildError, match="no option"):
         build_model("unet", backbone="tiny", num_classes=2, anchor_sizes=[1])

@@ -17,6 +17,10 @@ Options stored in ``spec.options`` (defaults from ``spec.input_size`` and the ba
         8 x the level's stride scaled by ``input_size / 800`` (torchvision's 32..512 at 800).
     aspect_ratios: anchor height/width ratios, the same at every level.
     min_size, max_size: the transform's resize bounds (``input_size`` and 1333/800 of it).
+    rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test: RPN proposals kept per level before its
+        NMS and in all after it, at inference (torchvision's 1000 and 1000; the Faster R-CNN
+        paper tests with 300 after NMS). Fewer make inference faster, most of all the RoIAlign
+        and box head, which run once per proposal; a stored spec without them gets 1000.
     mask_channels: width of the mask head's convs (``mask_rcnn`` only; ``fpn_channels``).
 """
 
@@ -33,6 +37,8 @@ from detseg.models.family import is_small, register_family, require_strides
 from detseg.spec import ModelSpec
 
 FPN_LEVELS = ["s4", "s8", "s16", "s32"]
+#: torchvision's RPN proposals at inference, before (per level) and after NMS
+DEFAULT_PROPOSALS = 1000
 
 
 class FeaturePyramidBackbone(nn.Module):
@@ -75,6 +81,8 @@ def rcnn_defaults(info: dict[str, Any], input_size: int, masks: bool) -> dict[st
         "aspect_ratios": [0.5, 1.0, 2.0],
         "min_size": input_size,
         "max_size": round(input_size * 1333 / 800),
+        "rpn_pre_nms_top_n_test": DEFAULT_PROPOSALS,
+        "rpn_post_nms_top_n_test": DEFAULT_PROPOSALS,
     }
     if masks:
         options["mask_channels"] = fpn_channels
@@ -117,7 +125,13 @@ def build_rcnn(backbone: Backbone, spec: ModelSpec, masks: bool) -> nn.Module:
                                       norm_layer=nn.BatchNorm2d)
     else:
         box_head = TwoMLPHead(width * 7 * 7, opts["representation_size"])
+    proposals = {key: int(opts.get(key, DEFAULT_PROPOSALS))
+                 for key in ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")}
+    for key, count in proposals.items():
+        if count < 1:
+            raise ModelBuildError(f"{family}: {key} must be at least 1, got {count}")
     kwargs: dict[str, Any] = {
+        **proposals,
         "num_classes": None,
         "min_size": opts["min_size"],
         "max_size": opts["max_size"],
