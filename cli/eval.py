@@ -24,6 +24,8 @@ from .eval_report import (
 )
 
 DATA_ENV = "DETSEG_DATA"
+#: the report's default score threshold (``--report-conf``)
+REPORT_CONF = 0.5
 
 EXAMPLES = """
 Examples:
@@ -100,9 +102,10 @@ def eval_command(
         False, "--report", help="Also write report.html, one offline page (per-class table, "
         "PR curves, confusion matrix, TIDE errors and picture galleries; semantic: both mIoUs "
         "and the worst images), and errors.json; with --predictions, --images adds pictures."),
-    report_conf: float = typer.Option(
-        0.5, "--report-conf", min=0.0, max=1.0, help="Score threshold of the report's counts, "
-        "confusion matrix and galleries (TIDE and the mAP use every detection)."),
+    report_conf: float | None = typer.Option(
+        None, "--report-conf", min=0.0, max=1.0, help="With --report: score threshold of the "
+        "report's counts, confusion matrix and galleries (TIDE and the mAP use every "
+        "detection). [default: 0.5]"),
     mot: Path | None = typer.Option(
         None, "--mot", help="MOTChallenge ground truth (gt.txt, a sequence folder or a MOT17-style "
         "folder): tracking metrics (HOTA, MOTA, IDF1) of --predictions (MOT txt or folder)."),
@@ -125,6 +128,9 @@ def eval_command(
     """
     if quiet:
         console.quiet = True
+    if report_conf is not None and not report:
+        fail("--report-conf sets the score threshold of the HTML report: add --report")
+    report_threshold = REPORT_CONF if report_conf is None else report_conf
     if mot is not None:
         mot_command(mot, predictions, mot_classes, mot_min_visibility, mot_frames, out, as_json,
                     {"--dataset": dataset, "--ann": ann, "--images": images, "--model": model,
@@ -146,7 +152,7 @@ def eval_command(
         if problem:
             fail(problem)
         _score_file(ann, predictions, iou_type or "bbox", backend, out, plots, as_json, report,
-                    images, report_conf)
+                    images, report_threshold)
         return
     root = _data_root(dataset, data_root, ann, images)
     if download:
@@ -160,7 +166,8 @@ def eval_command(
     options = {"images_dir": images, "masks_dir": masks, "mask_type": mask_type,
                "mask_suffix": mask_suffix}
     _evaluate(dataset or "coco", root, ann, options, split, model, backbone, weights, iou_type,
-              backend, max_images, batch_size, device, out, plots, as_json, report, report_conf)
+              backend, max_images, batch_size, device, out, plots, as_json, report,
+              report_threshold)
 
 
 def _data_root(dataset: str | None, data_root: Path | None, ann: Path | None,
@@ -194,7 +201,7 @@ def _out_dir(out: Path | None) -> Path:
 
 def _score_file(ann: Path, predictions: Path, iou_type: str, backend: str, out: Path | None,
                 plots: bool, as_json: bool, report: bool = False,
-                images: Path | None = None, report_conf: float = 0.5) -> None:
+                images: Path | None = None, report_conf: float = REPORT_CONF) -> None:
     from detseg.eval.coco_map import COCOEvaluator, evaluate_with_pycocotools, metrics_json
     from detseg.eval.metrics_files import detection_tables, write_detection_files
 
@@ -235,7 +242,7 @@ def _evaluate(dataset: str, root: Path, ann: Path | None, options: dict[str, Any
               model_name: str | None, backbone: str | None, weights: str | None,
               iou_type: str | None, backend: str, max_images: int | None, batch_size: int,
               device: str, out: Path | None, plots: bool, as_json: bool,
-              report: bool = False, report_conf: float = 0.5) -> None:
+              report: bool = False, report_conf: float = REPORT_CONF) -> None:
     from detseg.data import build_dataset
     from detseg.engine.device import select_device
     from detseg.eval.runner import evaluate_model

@@ -246,6 +246,10 @@ def test_report_with_json_and_a_score_threshold(planted, tmp_path, monkeypatch, 
     code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
                              res_path, "--report", "--report-conf", "1.5")
     assert code == 2 and "--report-conf" in stderr
+    code, _, stderr = detseg(monkeypatch, capsys, "eval", "--ann", gt_path, "--predictions",
+                             res_path, "--report-conf", "0.9", "--out", tmp_path / "no-report")
+    assert code == 2 and "add --report" in stderr
+    assert not (tmp_path / "no-report").exists()
 
 
 def test_report_usage_errors(planted, tmp_path, monkeypatch, capsys):
