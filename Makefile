@@ -78,6 +78,7 @@ weights: $(STAMP)
 	$(TRAIN) --model mask_rcnn --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big/best.pt \
 		--imgsz 256 --epochs 12 --batch-size 4 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
+		--model-option rpn_pre_nms_top_n_test=300 --model-option rpn_post_nms_top_n_test=100 \
 		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt shapes-mask_rcnn
 	$(TRAIN) --model segnet --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
@@ -94,6 +95,12 @@ weights: $(STAMP)
 	$(GPU_TRAIN) --model segnet --data-root $(SHAPES_20K) --weights $(WEIGHTS_RUNS)/shapes-segnet-gpu/best.pt \
 		--epochs 6 --warmup-epochs 0.1 --workers 12 --seed 4 --out $(WEIGHTS_RUNS)/shapes-segnet-gpu2
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-segnet-gpu2/best.pt shapes-segnet
+	$(DETSEG) train --model deeplabv3plus --backbone tiny --dataset shapes --seed 0 --threads 2 \
+		--workers 1 --data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-segnet-gpu2/best.pt \
+		--imgsz 256 --epochs 2 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
+		--warmup-epochs 0.1 --augment light --eval-max-images 50 \
+		--model-option 'aspp_rates=[3,6,9]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
@@ -104,6 +111,12 @@ weights: $(STAMP)
 		--warmup-epochs 0.1 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt shapes-faster_rcnn
+	$(DETSEG) train --model yolo --backbone tiny --dataset shapes --seed 0 --threads 2 --workers 1 \
+		--data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-unet-gpu/best.pt --imgsz 256 \
+		--epochs 10 --batch-size 8 --optimizer adamw --lr 2e-3 --weight-decay 5e-4 \
+		--warmup-epochs 0.2 --augment light --ema --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-yolo
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-yolo/best.pt shapes-yolo
 	$(TRAIN) --model ssd --data-root $(SHAPES) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
 		--imgsz 256 --epochs 15 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.5 --augment light --eval-max-images 20 \
