@@ -43,7 +43,9 @@ def images(tmp_path) -> Path:
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(40):
+    # enough that the run is still going when the signal lands on a busy machine (at 10
+    # images/s, 40 could all be done before the poller saw the third picture)
+    for i in range(200):
         h, w = int(rng.integers(90, 140)), int(rng.integers(90, 160))
         Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / f"{i:03d}.png")
     return folder
