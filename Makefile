@@ -110,7 +110,12 @@ weights: $(STAMP)
 		--epochs 4 --batch-size 4 --optimizer adamw --lr 1.5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt shapes-faster_rcnn
+	$(DETSEG) train --model faster_rcnn --backbone tiny --dataset shapes --seed 5 --threads 2 \
+		--workers 1 --weights $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt --data-root $(SHAPES_6K) \
+		--imgsz 256 --epochs 2 --batch-size 4 --optimizer adamw --lr 2e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.05 --augment light --roi-samples 128 --ema --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k/best.pt shapes-faster_rcnn
 	$(DETSEG) train --model yolo --backbone tiny --dataset shapes --seed 0 --threads 2 --workers 1 \
 		--data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-unet-gpu/best.pt --imgsz 256 \
 		--epochs 10 --batch-size 8 --optimizer adamw --lr 2e-3 --weight-decay 5e-4 \
