@@ -336,9 +336,9 @@ def test_detect_slice_finds_small_objects_whole_image_inference_misses(monkeypat
         assert code == 0, err
         runs[name] = coco_boxes(tmp_path / name)
     assert "sliced: 256 px tiles, overlap 0.3, nms" in out
-    # the whole picture, shrunk to the model's 256 px, loses the small shapes
-    assert recall(gt_boxes, gt_cats, *runs["whole"]) <= 0.5
-    assert recall(gt_boxes, gt_cats, *runs["sliced"]) >= 0.85
+    # the whole picture, shrunk to the model's 256 px, loses the small shapes; tiles find them
+    whole, sliced = (recall(gt_boxes, gt_cats, *runs[name]) for name in ("whole", "sliced"))
+    assert whole <= 0.65 and sliced >= 0.85 and sliced - whole >= 0.3, (whole, sliced)
     assert duplicates(*runs["sliced"]) == 0
     lines = (tmp_path / "sliced" / "labels" / "picture.txt").read_text().splitlines()
     assert len(lines) == len(runs["sliced"][0])
