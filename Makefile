@@ -100,7 +100,12 @@ weights: $(STAMP)
 		--imgsz 256 --epochs 2 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --eval-max-images 50 \
 		--model-option 'aspp_rates=[3,6,9]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt shapes-deeplabv3plus
+	$(DETSEG) train --model deeplabv3plus --backbone tiny --dataset shapes --seed 6 --threads 2 \
+		--workers 1 --data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt \
+		--imgsz 256 --epochs 5 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
