@@ -104,7 +104,7 @@ weights: $(STAMP)
 		--workers 1 --data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt \
 		--imgsz 256 --epochs 5 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
+		--model-option 'aspp_rates=[6,12,18]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \

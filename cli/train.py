@@ -135,7 +135,9 @@ def register(app: typer.Typer) -> None:
         weights: str = typer.Option(None, "--weights", "-w",
                                     help="Start from a checkpoint, manifest name or preset "
                                          "weights; heads with another class count are "
-                                         "replaced; a checkpoint of another family (same "
+                                         "replaced; a checkpoint of the same family keeps "
+                                         "the options it was built with (--model-option "
+                                         "overrides); one of another family (same "
                                          "backbone) starts the backbone."),
         pretrained_backbone: bool = typer.Option(None, "--pretrained-backbone",
                                                  help="ImageNet weights for the backbone."),

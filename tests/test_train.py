@@ -217,6 +217,41 @@ def test_weights_of_another_family_start_the_backbone(shapes_root: Path, tmp_pat
                 tmp_path / "run2", handle_sigint=False)
 
 
+def test_a_checkpoint_of_the_same_family_keeps_its_options(shapes_root: Path,
+                                                          tmp_path: Path) -> None:
+    """``--model F --weights ckpt-of-F`` fine-tunes the model the checkpoint holds: options it
+    was built with (ASPP rates, proposal counts) carry over unless ``--model-option`` says
+    otherwise, and those that follow the input size are computed for the new ``--imgsz``."""
+    from detseg.models import build_model, make_spec
+    from detseg.weights import save_checkpoint
+
+    donor = build_model("deeplabv3plus", backbone="tiny", num_classes=5, input_size=SIZE,
+                        aspp_rates=[2, 4, 6])
+    save_checkpoint(tmp_path / "deeplab.pt", donor.state_dict(), donor.spec)
+    kept = Trainer(_config(shapes_root, "deeplabv3plus", weights=str(tmp_path / "deeplab.pt")),
+                   tmp_path / "run", handle_sigint=False)
+    assert kept.spec.options["aspp_rates"] == [2, 4, 6]
+    told = Trainer(_config(shapes_root, "deeplabv3plus", weights=str(tmp_path / "deeplab.pt"),
+                           model_options={"aspp_rates": [1, 2, 3]}),
+                   tmp_path / "run2", handle_sigint=False)
+    assert told.spec.options["aspp_rates"] == [1, 2, 3]
+
+    rcnn = build_model("faster_rcnn", backbone="tiny", num_classes=5, input_size=SIZE,
+                       rpn_post_nms_top_n_test=50)
+    save_checkpoint(tmp_path / "rcnn.pt", rcnn.state_dict(), rcnn.spec)
+    bigger = Trainer(_config(shapes_root, "faster_rcnn", weights=str(tmp_path / "rcnn.pt"),
+                             imgsz=96), tmp_path / "run3", handle_sigint=False)
+    fresh = make_spec("faster_rcnn", "tiny", 5, input_size=96).options
+    assert bigger.spec.options == {**fresh, "rpn_post_nms_top_n_test": 50}
+    assert fresh["min_size"] == 96 and fresh["anchor_sizes"] != rcnn.spec.options["anchor_sizes"]
+    # another family's checkpoint passes no options on
+    unet = build_model("unet", backbone="tiny", num_classes=5)
+    save_checkpoint(tmp_path / "unet.pt", unet.state_dict(), unet.spec)
+    plain = Trainer(_config(shapes_root, "deeplabv3plus", weights=str(tmp_path / "unet.pt")),
+                    tmp_path / "run4", handle_sigint=False)
+    assert plain.spec.options == make_spec("deeplabv3plus", "tiny", 5, input_size=SIZE).options
+
+
 def test_cli_train_writes_checkpoints_csv_and_curves(shapes_root: Path, tmp_path: Path) -> None:
     from detseg.cli.main import app
 

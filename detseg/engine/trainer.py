@@ -51,7 +51,9 @@ from detseg.engine.transfer import (
     FrozenBatchNormGuard,
     find_backbone,
     freeze_stages,
+    inherited_options,
     load_transfer_weights,
+    resolve_transfer_weights,
 )
 from detseg.engine.validation import Validation
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
@@ -133,6 +135,11 @@ class Trainer:
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
         self.start_weights = training_weights(cfg.model, cfg.weights)
+        loaded = (resolve_transfer_weights(self.start_weights, preset=cfg.model)
+                  if cfg.model is not None and self.start_weights else None)
+        if loaded is not None and cfg.model is not None:
+            # --model-option wins over what the checkpoint was built with
+            options = {**inherited_options(loaded, cfg.model, cfg.backbone), **options}
         if cfg.model is None:
             seed_everything(cfg.seed)
             model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
@@ -143,8 +150,8 @@ class Trainer:
             # Seeded after the spec: looking up backbone facts may draw random numbers once.
             seed_everything(cfg.seed)
             model = build_from_spec(spec, pretrained_backbone=cfg.pretrained_backbone)
-            if self.start_weights:
-                for note in load_transfer_weights(model, self.start_weights, preset=cfg.model):
+            if loaded is not None:
+                for note in load_transfer_weights(model, loaded):
                     self._message(note)
         if cfg.roi_samples:
             sampler = getattr(getattr(model, "roi_heads", None), "fg_bg_sampler", None)

@@ -2,15 +2,17 @@
 
 ``load_transfer_weights`` fills a freshly built model from a checkpoint, manifest name or preset
 weights (class-count heads that do not fit start fresh, and it says so; another family's
-checkpoint over the same backbone starts just the backbone). ``freeze_stages`` stops gradients
-and BatchNorm statistics of the first stages the backbone declares (``Backbone.stages()``).
+checkpoint over the same backbone starts just the backbone); ``inherited_options`` gives the
+options a checkpoint of the same family was built with, so the fine-tuned model matches it.
+``freeze_stages`` stops gradients and BatchNorm statistics of the first stages the backbone
+declares (``Backbone.stages()``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -72,18 +74,45 @@ def freeze_stages(model: nn.Module, n: int) -> tuple[list[str], FrozenBatchNormG
     return names, FrozenBatchNormGuard(stages[:n])
 
 
-def load_transfer_weights(model: nn.Module, weights: str, preset: str | None = None) -> list[str]:
-    """Start ``model`` from ``weights`` for training; returns what was done, as notes.
+def resolve_transfer_weights(weights: str, preset: str | None = None) -> LoadedWeights:
+    """The tensors (and spec, for detseg checkpoints) ``weights`` names; ``DEFAULT`` means
+    the default weights of ``preset``."""
+    from detseg.models import model_info
+    from detseg.weights import resolve_weights
+
+    default_enum = model_info(preset)["weights"] if preset else None
+    return resolve_weights(weights, default_enum=default_enum)
+
+
+def inherited_options(loaded: LoadedWeights, family: str, backbone: str | None) -> dict[str, Any]:
+    """The options a detseg checkpoint of ``family`` over ``backbone`` (None: the family's
+    default) was built with and that differ from the family's defaults at its input size
+    (ASPP rates, anchors, proposal counts...): a model fine-tuned from it starts with them, as
+    its weights were trained for them. Options equal to the defaults are left out, so those
+    that follow the input size are computed anew for a new ``--imgsz``. Empty for another
+    family or backbone, and for weights without a spec."""
+    from detseg.models import FAMILIES, make_spec
+
+    donor = loaded.spec
+    if donor is None or donor.family != family or family not in FAMILIES:
+        return {}
+    if donor.backbone != (backbone or FAMILIES[family].default_backbone):
+        return {}
+    defaults = make_spec(family, donor.backbone, donor.num_classes,
+                         input_size=donor.input_size).options
+    return {k: v for k, v in donor.options.items() if k not in defaults or defaults[k] != v}
+
+
+def load_transfer_weights(model: nn.Module, loaded: LoadedWeights) -> list[str]:
+    """Start ``model`` from ``loaded`` (``resolve_transfer_weights``) for training; returns what
+    was done, as notes.
 
     Tensors the model lacks are ignored (a Mask R-CNN's mask head starting a Faster R-CNN);
     tensors whose shape differs (class-count heads) keep their fresh initialisation; a
     checkpoint of another family over the same backbone starts just the backbone.
     """
-    from detseg.models import load_matching_state_dict, model_info
-    from detseg.weights import resolve_weights
+    from detseg.models import load_matching_state_dict
 
-    default_enum = model_info(preset)["weights"] if preset else None
-    loaded = resolve_weights(weights, default_enum=default_enum)
     own = model.state_dict()
     donor = loaded.spec
     if donor is not None and donor.family != model_spec(model).family \
