@@ -80,7 +80,12 @@ weights: $(STAMP)
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
 		--model-option rpn_pre_nms_top_n_test=300 --model-option rpn_post_nms_top_n_test=100 \
 		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt shapes-mask_rcnn
+	$(DETSEG) train --model mask_rcnn --backbone tiny --dataset shapes --seed 5 --threads 2 \
+		--workers 1 --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt --data-root $(SHAPES_6K) \
+		--imgsz 256 --epochs 2 --batch-size 4 --optimizer adamw --lr 2e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.05 --augment light --roi-samples 128 --ema --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn-6k
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn-6k/best.pt shapes-mask_rcnn
 	$(TRAIN) --model segnet --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
 		--epochs 8 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --eval-max-images 50 --workers 1 \
