@@ -154,7 +154,12 @@ weights: $(STAMP)
 		--epochs 3 --batch-size 8 --optimizer adamw --lr 1.5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
 		--out $(WEIGHTS_RUNS)/shapes-ssd-6k2
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd-6k2/best.pt shapes-ssd
+	$(DETSEG) train --model ssd --backbone tiny --dataset shapes --seed 9 --threads 2 --workers 1 \
+		--weights $(WEIGHTS_RUNS)/shapes-ssd-6k2/best.pt --data-root $(SHAPES_6K) --imgsz 256 \
+		--epochs 2 --batch-size 8 --optimizer adamw --lr 1e-4 --weight-decay 1e-4 \
+		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
+		--out $(WEIGHTS_RUNS)/shapes-ssd-6k3
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd-6k3/best.pt shapes-ssd
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info
