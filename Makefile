@@ -21,6 +21,10 @@ GPU_TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --imgsz 256 --batc
 	--optimizer adamw --weight-decay 1e-4 --lr 1e-3 --augment light --eval-max-images 50 --threads 4 \
 	--device $(GPU_DEVICE)
 SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2])'
+# Continuing runs on the 6000 shapes images: EMA of the weights, AdamW, light augmentation.
+TRAIN_6K := $(DETSEG) train --backbone tiny --dataset shapes --threads 2 --workers 1 \
+	--data-root $(SHAPES_6K) --imgsz 256 --optimizer adamw --weight-decay 1e-4 \
+	--warmup-epochs 0.05 --augment light --ema --eval-max-images 50
 
 .PHONY: install test demo lint bench weights clean
 
@@ -81,11 +85,8 @@ weights: $(STAMP)
 		--warmup-epochs 0.5 --augment light --roi-samples 128 --eval-max-images 20 \
 		--model-option rpn_pre_nms_top_n_test=300 --model-option rpn_post_nms_top_n_test=100 \
 		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn
-	$(DETSEG) train --model mask_rcnn --backbone tiny --dataset shapes --seed 5 --threads 2 \
-		--workers 1 --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt --data-root $(SHAPES_6K) \
-		--imgsz 256 --epochs 2 --batch-size 4 --optimizer adamw --lr 2e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --roi-samples 128 --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-mask_rcnn-6k
+	$(TRAIN_6K) --model mask_rcnn --seed 5 --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/best.pt \
+		--epochs 2 --batch-size 4 --lr 2e-4 --roi-samples 128 --out $(WEIGHTS_RUNS)/shapes-mask_rcnn-6k
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-mask_rcnn-6k/best.pt shapes-mask_rcnn
 	$(TRAIN) --model segnet --data-root $(SHAPES_BIG) --weights $(WEIGHTS_RUNS)/shapes-unet-big2/best.pt \
 		--epochs 8 --batch-size 8 --imgsz 128 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
@@ -121,11 +122,8 @@ weights: $(STAMP)
 		--epochs 4 --batch-size 4 --optimizer adamw --lr 1.5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --roi-samples 128 --eval-max-images 20 \
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
-	$(DETSEG) train --model faster_rcnn --backbone tiny --dataset shapes --seed 5 --threads 2 \
-		--workers 1 --weights $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt --data-root $(SHAPES_6K) \
-		--imgsz 256 --epochs 2 --batch-size 4 --optimizer adamw --lr 2e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --roi-samples 128 --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k
+	$(TRAIN_6K) --model faster_rcnn --seed 5 --weights $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt \
+		--epochs 2 --batch-size 4 --lr 2e-4 --roi-samples 128 --out $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k/best.pt shapes-faster_rcnn
 	$(DETSEG) train --model yolo --backbone tiny --dataset shapes --seed 0 --threads 2 --workers 1 \
 		--data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-unet-gpu/best.pt --imgsz 256 \
@@ -144,21 +142,12 @@ weights: $(STAMP)
 		--warmup-epochs 0.05 --augment light --eval-max-images 50 \
 		--model-option 'scales=[0.04,0.1,0.25,0.4,0.55,0.7,0.85]' \
 		--out $(WEIGHTS_RUNS)/shapes-ssd-big
-	$(DETSEG) train --model ssd --backbone tiny --dataset shapes --seed 7 --threads 2 --workers 1 \
-		--weights $(WEIGHTS_RUNS)/shapes-ssd-big/best.pt --data-root $(SHAPES_6K) --imgsz 256 \
-		--epochs 3 --batch-size 8 --optimizer adamw --lr 2.5e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-ssd-6k
-	$(DETSEG) train --model ssd --backbone tiny --dataset shapes --seed 8 --threads 2 --workers 1 \
-		--weights $(WEIGHTS_RUNS)/shapes-ssd-6k/best.pt --data-root $(SHAPES_6K) --imgsz 256 \
-		--epochs 3 --batch-size 8 --optimizer adamw --lr 1.5e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-ssd-6k2
-	$(DETSEG) train --model ssd --backbone tiny --dataset shapes --seed 9 --threads 2 --workers 1 \
-		--weights $(WEIGHTS_RUNS)/shapes-ssd-6k2/best.pt --data-root $(SHAPES_6K) --imgsz 256 \
-		--epochs 2 --batch-size 8 --optimizer adamw --lr 1e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
-		--out $(WEIGHTS_RUNS)/shapes-ssd-6k3
+	$(TRAIN_6K) --model ssd --seed 7 --weights $(WEIGHTS_RUNS)/shapes-ssd-big/best.pt --epochs 3 \
+		--batch-size 8 --lr 2.5e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-6k
+	$(TRAIN_6K) --model ssd --seed 8 --weights $(WEIGHTS_RUNS)/shapes-ssd-6k/best.pt --epochs 3 \
+		--batch-size 8 --lr 1.5e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-6k2
+	$(TRAIN_6K) --model ssd --seed 9 --weights $(WEIGHTS_RUNS)/shapes-ssd-6k2/best.pt --epochs 2 \
+		--batch-size 8 --lr 1e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-6k3
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd-6k3/best.pt shapes-ssd
 
 clean:

@@ -135,9 +135,9 @@ class Trainer:
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
         self.start_weights = training_weights(cfg.model, cfg.weights)
-        loaded = (resolve_transfer_weights(self.start_weights, preset=cfg.model)
-                  if cfg.model is not None and self.start_weights else None)
-        if loaded is not None and cfg.model is not None:
+        loaded = None
+        if cfg.model is not None and self.start_weights:
+            loaded = resolve_transfer_weights(self.start_weights, preset=cfg.model)
             # --model-option wins over what the checkpoint was built with
             options = {**inherited_options(loaded, cfg.model, cfg.backbone), **options}
         if cfg.model is None:
