@@ -112,7 +112,9 @@ weights: $(STAMP)
 		--imgsz 256 --epochs 5 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
 		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
 		--model-option 'aspp_rates=[6,12,18]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt shapes-deeplabv3plus
+	$(TRAIN_6K) --model deeplabv3plus --seed 10 --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt \
+		--imgsz 320 --epochs 2 --batch-size 8 --lr 3e-4 --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320/best.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
