@@ -110,11 +110,9 @@ weights: $(STAMP)
 		--imgsz 256 --epochs 2 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 \
 		--warmup-epochs 0.1 --augment light --eval-max-images 50 \
 		--model-option 'aspp_rates=[3,6,9]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus
-	$(DETSEG) train --model deeplabv3plus --backbone tiny --dataset shapes --seed 6 --threads 2 \
-		--workers 1 --data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt \
-		--imgsz 256 --epochs 5 --batch-size 8 --optimizer adamw --lr 5e-4 --weight-decay 1e-4 \
-		--warmup-epochs 0.05 --augment light --ema --eval-max-images 50 \
-		--model-option 'aspp_rates=[6,12,18]' --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
+	$(TRAIN_6K) --model deeplabv3plus --seed 6 --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus/best.pt \
+		--epochs 5 --batch-size 8 --lr 5e-4 --model-option 'aspp_rates=[6,12,18]' \
+		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
 	$(TRAIN_6K) --model deeplabv3plus --seed 10 --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt \
 		--imgsz 320 --epochs 2 --batch-size 8 --lr 3e-4 --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320
 	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320/best.pt shapes-deeplabv3plus
