@@ -151,7 +151,9 @@ weights: $(STAMP)
 		--batch-size 8 --lr 1.5e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-6k2
 	$(TRAIN_6K) --model ssd --seed 9 --weights $(WEIGHTS_RUNS)/shapes-ssd-6k2/best.pt --epochs 2 \
 		--batch-size 8 --lr 1e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-6k3
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd-6k3/best.pt shapes-ssd
+	$(TRAIN_6K) --model ssd --seed 13 --weights $(WEIGHTS_RUNS)/shapes-ssd-6k3/best.pt --imgsz 320 \
+		--epochs 3 --batch-size 8 --lr 2.5e-4 --out $(WEIGHTS_RUNS)/shapes-ssd-320
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-ssd-320/best.pt shapes-ssd
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build *.egg-info

@@ -223,7 +223,7 @@ def test_settings_the_graph_holds_are_refused_by_name(monkeypatch, capsys, tmp_p
                                                       exports) -> None:
     path = exports("shapes-ssd", "onnx")
     image = sorted((shapes / "images" / "val").glob("*.jpg"))[0]
-    for flag, value in (("--iou", "0.7"), ("--imgsz", "320"), ("--conf", "0.001"),
+    for flag, value in (("--iou", "0.7"), ("--imgsz", "288"), ("--conf", "0.001"),
                         ("--max-det", "500")):
         code, text = detseg_text(monkeypatch, capsys, "detect", image, "--weights", path,
                                  flag, value, "--out", tmp_path / flag.strip("-"))
