@@ -1,6 +1,6 @@
 """The ``deeplabv3plus`` family: ASPP at output stride 16 where the backbone dilates its last
 stage (32 elsewhere, with halved rates), old specs keep building, and every kind of
-torchvision backbone trains a step and predicts; the optional stride-2 refinement stage."""
+torchvision backbone trains a step and predicts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 import torch
 from conformance import check_family_over_backbone
 
-from detseg.engine.transfer import load_transfer_weights, resolve_transfer_weights
-from detseg.errors import ModelBuildError, RegistryError
+from detseg.errors import RegistryError
 from detseg.models import build_from_spec, build_model, make_spec
-from detseg.weights import save_checkpoint
 
 
 def _aspp_input_shape(model: torch.nn.Module, size: tuple[int, int]) -> tuple[int, ...]:
@@ -54,34 +52,3 @@ def test_output_stride_is_an_option_and_old_specs_build_at_32() -> None:
 @pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"])
 def test_deeplabv3plus_over_torchvision_backbones(backbone: str) -> None:
     check_family_over_backbone("deeplabv3plus", backbone)
-
-
-def test_refine_stride_stage_starts_as_the_model_without_it_then_learns(tmp_path) -> None:
-    torch.manual_seed(0)
-    plain = build_model("deeplabv3plus", backbone="tiny", num_classes=3, input_size=64).eval()
-    save_checkpoint(tmp_path / "p.pt", plain.state_dict(), plain.spec)
-    refined = build_model("deeplabv3plus", backbone="tiny", num_classes=3, input_size=64,
-                          refine_stride=2)
-    notes = load_transfer_weights(refined, resolve_transfer_weights(str(tmp_path / "p.pt")))
-    assert any("start fresh" in note and "refine" in note for note in notes)
-    images = torch.rand(2, 3, 48, 80)  # odd multiples of the strides
-    with torch.no_grad():
-        assert torch.equal(plain(images), refined.eval()(images))
-    # one step on a target with a one-pixel line: the correction is no longer zero
-    target = torch.zeros(2, 48, 80, dtype=torch.long)
-    target[:, 20, :] = 1
-    optimizer = torch.optim.SGD(refined.refine.parameters(), lr=0.5)
-    for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(refined.train()(images), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        assert not torch.allclose(plain(images), refined.eval()(images))
-
-
-def test_refine_stride_needs_a_stride_2_map_and_takes_only_2() -> None:
-    with pytest.raises(ModelBuildError, match="strides \\[2\\].*convnext_tiny"):
-        build_model("deeplabv3plus", backbone="convnext_tiny", num_classes=3, refine_stride=2)
-    with pytest.raises(ModelBuildError, match="refine_stride must be 2"):
-        build_model("deeplabv3plus", backbone="tiny", num_classes=3, refine_stride=4)

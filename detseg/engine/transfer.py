@@ -108,8 +108,6 @@ def load_transfer_weights(model: nn.Module, loaded: LoadedWeights) -> list[str]:
     was done, as notes.
 
     Tensors the model lacks are ignored (a Mask R-CNN's mask head starting a Faster R-CNN);
-    tensors a detseg checkpoint of the same family lacks keep their fresh initialisation
-    (layers an option adds);
     tensors whose shape differs (class-count heads) keep their fresh initialisation; a
     checkpoint of another family over the same backbone starts just the backbone.
     """
@@ -128,14 +126,6 @@ def load_transfer_weights(model: nn.Module, loaded: LoadedWeights) -> list[str]:
         heads = sorted({k.rsplit(".", 2)[0] for k in extra})
         notes.append(f"{loaded.source}: ignored {len(extra)} tensors this model does not "
                      f"have ({', '.join(heads[:4])}{', ...' if len(heads) > 4 else ''})")
-    fresh = sorted(k for k in own if k not in loaded.state_dict) if donor is not None else []
-    if fresh:
-        # e.g. a layer an option adds (deeplabv3plus refine_stride) over a checkpoint without it
-        state.update((k, own[k]) for k in fresh)
-        modules = sorted({k.rsplit(".", 1)[0] for k in fresh})
-        notes.append(f"{loaded.source} has no weights for {len(fresh)} tensors of this model "
-                     f"({', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''}); they "
-                     "start fresh")
     skipped = load_matching_state_dict(model, state)
     if skipped:
         notes.append(f"loaded {loaded.source}; {len(skipped)} class-count head tensors do not "

@@ -20,14 +20,6 @@ Options stored in ``spec.options``:
     low_level_channels: the stride-4 map is reduced to this many channels (48; 24 small).
     decoder_channels: width of the decoder's conv blocks (256; 128 small).
     dropout: dropout after the ASPP projection, in training (0.1).
-    refine_stride: ``None`` (default: the paper's decoder alone) or 2: a second, finer decoder
-        stage, not in the paper. The decoder's output, reduced to ``decoder_channels // 4``
-        and upsampled to the stride-2 map, is concatenated with that map reduced to
-        ``low_level_channels``; two 3x3 conv blocks and a 1x1 conv give a stride-2 correction,
-        upsampled and added to the upsampled logits. That 1x1 conv starts at zero, so a model
-        fine-tuned with the stage from one without it starts with the same output. It keeps
-        parts one or two pixels wide that stride-4 logits blur away (star points, triangle
-        corners); needs a backbone map at stride 2 (``detseg backbones``).
 """
 
 from __future__ import annotations
@@ -87,27 +79,6 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-class FineRefinement(nn.Module):
-    """The ``refine_stride`` stage: decoder features ``N x width x h x w`` and the finer map
-    ``N x C x H x W`` -> a logit correction ``N x num_classes x H x W`` (zero at the start)."""
-
-    def __init__(self, decoder_channels: int, fine_channels: int, low_level_channels: int,
-                 num_classes: int) -> None:
-        super().__init__()
-        width = max(decoder_channels // 4, 8)
-        self.project = _conv_bn_relu(decoder_channels, width, kernel=1)
-        self.reduce = _conv_bn_relu(fine_channels, low_level_channels, kernel=1)
-        self.fuse = nn.Sequential(_conv_bn_relu(width + low_level_channels, width),
-                                  _conv_bn_relu(width, width))
-        self.correction = nn.Conv2d(width, num_classes, 1, bias=False)
-        nn.init.zeros_(self.correction.weight)
-
-    def forward(self, decoded: Tensor, fine: Tensor) -> Tensor:
-        up = F.interpolate(self.project(decoded), size=fine.shape[-2:], mode="bilinear",
-                           align_corners=False)
-        return self.correction(self.fuse(torch.cat([up, self.reduce(fine)], dim=1)))
-
-
 class DeepLabV3Plus(nn.Module):
     """Backbone, ASPP on the deepest map, and the DeepLabV3+ decoder at stride 4."""
 
@@ -124,24 +95,14 @@ class DeepLabV3Plus(nn.Module):
         self.decoder = nn.Sequential(_conv_bn_relu(int(options["aspp_channels"]) + low, width),
                                      _conv_bn_relu(width, width))
         self.classifier = nn.Conv2d(width, num_classes, 1)
-        refine_stride = options.get("refine_stride")  # absent from specs before the option
-        self.fine_key = stride_key(int(refine_stride)) if refine_stride else None
-        self.refine = None if self.fine_key is None else FineRefinement(
-            width, backbone.channels_at(self.fine_key), low, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.backbone(x)
         low = self.reduce(features[self.low_key])
         deep = F.interpolate(self.aspp(features[self.deep_key]), size=low.shape[-2:],
                              mode="bilinear", align_corners=False)
-        decoded = self.decoder(torch.cat([deep, low], dim=1))
-        logits = F.interpolate(self.classifier(decoded), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        if self.refine is not None and self.fine_key is not None:
-            correction = self.refine(decoded, features[self.fine_key])
-            logits = logits + F.interpolate(correction, size=x.shape[-2:], mode="bilinear",
-                                            align_corners=False)
-        return logits
+        logits = self.classifier(self.decoder(torch.cat([deep, low], dim=1)))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def deeplabv3plus_defaults(info: dict[str, Any], input_size: int) -> dict[str, Any]:
@@ -155,7 +116,7 @@ def deeplabv3plus_defaults(info: dict[str, Any], input_size: int) -> dict[str, A
             "aspp_rates": [6, 12, 18] if output_stride == 16 else [3, 6, 9],
             "aspp_channels": 128 if small else 256,
             "low_level_channels": 24 if small else 48, "decoder_channels": 128 if small else 256,
-            "dropout": 0.1, "refine_stride": None}
+            "dropout": 0.1}
 
 
 @register_family("deeplabv3plus", task="semantic", default_backbone="resnet50", input_size=512,
@@ -166,11 +127,4 @@ def build_deeplabv3plus(backbone: Backbone, spec: ModelSpec) -> DeepLabV3Plus:
     if len(spec.options["aspp_rates"]) < 1 or min(spec.options["aspp_rates"]) < 1:
         raise ModelBuildError(f"deeplabv3plus aspp_rates must be positive integers, got "
                               f"{spec.options['aspp_rates']}")
-    refine_stride = spec.options.get("refine_stride")
-    if refine_stride is not None:
-        if refine_stride != 2:
-            raise ModelBuildError(f"deeplabv3plus refine_stride must be 2 or null, got "
-                                  f"{refine_stride!r}")
-        require_strides({"name": spec.backbone, "strides": backbone.strides}, [2],
-                        "deeplabv3plus refine_stride=2")
     return DeepLabV3Plus(backbone, spec.num_classes, spec.options)
