@@ -127,7 +127,9 @@ weights: $(STAMP)
 		--out $(WEIGHTS_RUNS)/shapes-faster_rcnn2
 	$(TRAIN_6K) --model faster_rcnn --seed 5 --weights $(WEIGHTS_RUNS)/shapes-faster_rcnn2/best.pt \
 		--epochs 2 --batch-size 4 --lr 2e-4 --roi-samples 128 --out $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k/best.pt shapes-faster_rcnn
+	$(TRAIN_6K) --model faster_rcnn --seed 15 --weights $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k/best.pt \
+		--epochs 3 --batch-size 4 --lr 1.5e-4 --roi-samples 128 --out $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k2
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-faster_rcnn-6k2/best.pt shapes-faster_rcnn
 	$(DETSEG) train --model yolo --backbone tiny --dataset shapes --seed 0 --threads 2 --workers 1 \
 		--data-root $(SHAPES_6K) --weights $(WEIGHTS_RUNS)/shapes-unet-gpu/best.pt --imgsz 256 \
 		--epochs 10 --batch-size 8 --optimizer adamw --lr 2e-3 --weight-decay 5e-4 \
