@@ -252,6 +252,31 @@ def test_a_checkpoint_of_the_same_family_keeps_its_options(shapes_root: Path,
     assert plain.spec.options == make_spec("deeplabv3plus", "tiny", 5, input_size=SIZE).options
 
 
+def test_model_options_apply_to_a_checkpoint_given_alone(shapes_root: Path,
+                                                          tmp_path: Path) -> None:
+    """``--weights ckpt --model-option K=V`` without ``--model`` rebuilds the checkpoint's
+    model with the option set (it used to be dropped without a word), keeping the options
+    and the weights the checkpoint has; a file without a detseg spec is refused."""
+    from detseg.models import build_model
+    from detseg.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    donor = build_model("deeplabv3plus", backbone="tiny", num_classes=5, input_size=SIZE,
+                        aspp_rates=[2, 4, 6])
+    save_checkpoint(tmp_path / "deeplab.pt", donor.state_dict(), donor.spec)
+    run = Trainer(_config(shapes_root, None, weights=str(tmp_path / "deeplab.pt"),
+                          model_options={"loss_top_k": 0.5}), tmp_path / "run",
+                  handle_sigint=False)
+    assert run.spec.family == "deeplabv3plus"
+    assert run.spec.options["loss_top_k"] == 0.5 and run.spec.options["aspp_rates"] == [2, 4, 6]
+    assert _state_equal(run.model.state_dict(), donor.state_dict())
+    torch.save(donor.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(UsageError, match="bare.pt: not a detseg checkpoint; name the model"):
+        Trainer(_config(shapes_root, None, weights=str(tmp_path / "bare.pt"),
+                        model_options={"loss_top_k": 0.5}), tmp_path / "run2",
+                handle_sigint=False)
+
+
 def test_cli_train_writes_checkpoints_csv_and_curves(shapes_root: Path, tmp_path: Path) -> None:
     from detseg.cli.main import app
 

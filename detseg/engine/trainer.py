@@ -135,18 +135,25 @@ class Trainer:
         if cfg.imgsz:
             options.setdefault("input_size", cfg.imgsz)
         self.start_weights = training_weights(cfg.model, cfg.weights)
+        family, backbone = cfg.model, cfg.backbone
         loaded = None
-        if cfg.model is not None and self.start_weights:
-            loaded = resolve_transfer_weights(self.start_weights, preset=cfg.model)
+        if family is None and cfg.model_options and self.start_weights:
+            # --model-option with a checkpoint alone: rebuild the checkpoint's own model
+            # (``model_task`` above has refused weights without a detseg spec)
+            loaded = resolve_transfer_weights(self.start_weights)
+            assert loaded.spec is not None
+            family, backbone = loaded.spec.family, loaded.spec.backbone
+        if family is not None and self.start_weights:
+            loaded = loaded or resolve_transfer_weights(self.start_weights, preset=family)
             # --model-option wins over what the checkpoint was built with
-            options = {**inherited_options(loaded, cfg.model, cfg.backbone), **options}
-        if cfg.model is None:
+            options = {**inherited_options(loaded, family, backbone), **options}
+        if family is None:
             seed_everything(cfg.seed)
             model = build_model(None, num_classes=len(self.class_names), weights=cfg.weights)
             spec = model_spec(model)
             self._message(f"started from {cfg.weights} ({spec.family}, {spec.backbone})")
         else:
-            spec = make_spec(cfg.model, cfg.backbone, len(self.class_names), **options)
+            spec = make_spec(family, backbone, len(self.class_names), **options)
             # Seeded after the spec: looking up backbone facts may draw random numbers once.
             seed_everything(cfg.seed)
             model = build_from_spec(spec, pretrained_backbone=cfg.pretrained_backbone)

@@ -71,6 +71,21 @@ def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     return 1 - dice[present].mean() if present.any() else logits.sum() * 0
 
 
+def top_k_cross_entropy(logits: Tensor, target: Tensor, fraction: float) -> Tensor:
+    """Mean cross-entropy of the hardest ``fraction`` of the labelled pixels (hard-pixel
+    mining; ``fraction=1``: plain cross-entropy).
+
+    ``logits``: ``N x C x H x W``; ``target``: ``N x H x W`` class indices (255 ignored).
+    """
+    if fraction >= 1:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    labelled = per_pixel[target != IGNORE_INDEX]
+    if labelled.numel() == 0:
+        return logits.sum() * 0
+    return labelled.topk(max(1, round(fraction * labelled.numel()))).values.mean()
+
+
 class SemanticAdapter(TaskAdapter):
     """Class-index maps (``semantic``)."""
 
@@ -176,6 +191,8 @@ class SemanticAdapter(TaskAdapter):
              targets: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Cross-entropy + soft Dice on the main logits, plus ``0.5 x`` cross-entropy of an
         auxiliary head where the model returns one (torchvision's DeepLabV3/FCN ``aux``).
+        A model whose spec has option ``loss_top_k`` < 1 averages the cross-entropy over
+        that fraction of its pixels, the hardest (``top_k_cross_entropy``).
 
         Images of different sizes are padded to one batch; padded pixels are ignored.
         """
@@ -191,7 +208,8 @@ class SemanticAdapter(TaskAdapter):
             y[i, :ih, :iw] = mask.reshape(mask.shape[-2:]).to(y.device)
         output = model(x)
         logits = semantic_logits(output).float()
-        losses = {"loss_ce": F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX),
+        top_k = float(self.spec.options.get("loss_top_k", 1.0))
+        losses = {"loss_ce": top_k_cross_entropy(logits, y, top_k),
                   "loss_dice": soft_dice_loss(logits, y)}
         if isinstance(output, Mapping) and output.get("aux") is not None:
             losses["loss_aux"] = AUX_WEIGHT * F.cross_entropy(

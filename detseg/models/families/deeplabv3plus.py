@@ -20,6 +20,9 @@ Options stored in ``spec.options``:
     low_level_channels: the stride-4 map is reduced to this many channels (48; 24 small).
     decoder_channels: width of the decoder's conv blocks (256; 128 small).
     dropout: dropout after the ASPP projection, in training (0.1).
+    loss_top_k: fraction of the pixels of a training batch whose cross-entropy is averaged,
+        the hardest first (1.0: all; 0.2 is the hard-pixel mining of Panoptic-DeepLab and
+        Detectron2's DeepLab heads). Read by the semantic task's loss.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def deeplabv3plus_defaults(info: dict[str, Any], input_size: int) -> dict[str, A
             "aspp_rates": [6, 12, 18] if output_stride == 16 else [3, 6, 9],
             "aspp_channels": 128 if small else 256,
             "low_level_channels": 24 if small else 48, "decoder_channels": 128 if small else 256,
-            "dropout": 0.1}
+            "dropout": 0.1, "loss_top_k": 1.0}
 
 
 @register_family("deeplabv3plus", task="semantic", default_backbone="resnet50", input_size=512,
@@ -127,4 +130,7 @@ def build_deeplabv3plus(backbone: Backbone, spec: ModelSpec) -> DeepLabV3Plus:
     if len(spec.options["aspp_rates"]) < 1 or min(spec.options["aspp_rates"]) < 1:
         raise ModelBuildError(f"deeplabv3plus aspp_rates must be positive integers, got "
                               f"{spec.options['aspp_rates']}")
+    if not 0 < float(spec.options.get("loss_top_k", 1.0)) <= 1:
+        raise ModelBuildError(f"deeplabv3plus loss_top_k must be in (0, 1], got "
+                              f"{spec.options['loss_top_k']}")
     return DeepLabV3Plus(backbone, spec.num_classes, spec.options)
