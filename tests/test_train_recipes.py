@@ -88,6 +88,29 @@ def test_best_holds_the_ema_weights_and_resume_is_exact(shapes_root: Path,
         assert torch.equal(value, resumed.ema.module.state_dict()[key]), key
 
 
+def test_the_last_epochs_ema_weights_can_be_shipped(shapes_root: Path, tmp_path: Path) -> None:
+    """``ship_weights(last.pt, ..., ema=True)`` writes the averaged weights (the final epoch's,
+    whichever epoch ``best.pt`` is); a checkpoint without them is refused by name."""
+    from detseg.engine.checkpointing import export_weights, ship_weights
+    from detseg.errors import WeightsError
+
+    run = Trainer(_config(shapes_root, epochs=1), tmp_path / "run", handle_sigint=False)
+    assert run.fit().status == "completed" and run.ema is not None
+    last = tmp_path / "run" / "last.pt"
+    exact = load_checkpoint(export_weights(last, tmp_path / "ema.pt", half=False, ema=True))
+    averaged = run.ema.module.state_dict()
+    assert all(torch.equal(exact.state_dict[k], v.cpu()) for k, v in averaged.items())
+    raw = load_checkpoint(export_weights(last, tmp_path / "raw.pt", half=False))
+    assert any(not torch.equal(raw.state_dict[k], v.cpu()) for k, v in averaged.items()
+               if v.dtype.is_floating_point)
+    entry = ship_weights(last, "shapes-test", weights_dir=tmp_path / "shipped", ema=True)
+    shipped = load_checkpoint(tmp_path / "shipped" / entry["file"])
+    assert all(torch.allclose(shipped.state_dict[k], v.cpu(), atol=1e-3, rtol=1e-3)
+               for k, v in averaged.items() if v.dtype.is_floating_point)
+    with pytest.raises(WeightsError, match="ema.pt: no EMA weights"):
+        export_weights(tmp_path / "ema.pt", tmp_path / "again.pt", ema=True)
+
+
 def test_mosaic_is_on_until_the_last_epochs(shapes_root: Path, tmp_path: Path) -> None:
     seen: list[bool] = []
 

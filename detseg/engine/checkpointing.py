@@ -14,6 +14,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from detseg.errors import WeightsError
 from detseg.spec import ModelSpec
 
 
@@ -57,17 +58,27 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+def export_weights(src: str | Path, dst: str | Path, half: bool = True,
+                   ema: bool = False) -> Path:
     """Write the model weights and spec of checkpoint ``src`` alone to ``dst`` (fp16 if ``half``).
 
+    ``ema``: write the averaged weights a resumable checkpoint (``last.pt`` of a run with
+    ``--ema``) keeps beside the trained ones (``WeightsError`` where it has none).
     The optimizer and training state are dropped; the training metrics are kept under
     ``metrics`` and the training arguments under ``train_args`` so the file documents itself.
     """
     from detseg.weights import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(src)
+    state = ckpt.state_dict
+    if ema:
+        averaged = ckpt.extra.get("ema")
+        if not isinstance(averaged, dict) or "weights" not in averaged:
+            raise WeightsError(f"{src}: no EMA weights (only last.pt of a run with --ema "
+                               f"keeps them)")
+        state = averaged["weights"]
     keep = {k: ckpt.extra[k] for k in ("metrics", "train_args", "epoch") if k in ckpt.extra}
-    return save_checkpoint(dst, ckpt.state_dict, ckpt.spec, half=half, **keep)
+    return save_checkpoint(dst, state, ckpt.spec, half=half, **keep)
 
 
 def spec_for_dataset(spec: ModelSpec, class_names: list[str], category_ids: list[int],
@@ -82,15 +93,16 @@ def spec_for_dataset(spec: ModelSpec, class_names: list[str], category_ids: list
 
 
 def ship_weights(best: str | Path, name: str, weights_dir: str | Path = "weights",
-                 description: str = "", command: str = "") -> dict[str, Any]:
-    """Export checkpoint ``best`` as ``weights_dir/NAME.pt`` (fp16) and record it in
-    ``weights_dir/manifest.json`` (file, sha256, task, family, backbone; other keys such as
-    ``metrics`` are kept). Returns the manifest entry."""
+                 description: str = "", command: str = "", ema: bool = False) -> dict[str, Any]:
+    """Export checkpoint ``best`` (its EMA weights with ``ema``, see ``export_weights``) as
+    ``weights_dir/NAME.pt`` (fp16) and record it in ``weights_dir/manifest.json`` (file,
+    sha256, task, family, backbone; other keys such as ``metrics`` are kept). Returns the
+    manifest entry."""
     import hashlib
     import json
 
     weights_dir = Path(weights_dir)
-    dst = export_weights(best, weights_dir / f"{name}.pt", half=True)
+    dst = export_weights(best, weights_dir / f"{name}.pt", half=True, ema=ema)
     from detseg.weights import load_checkpoint
 
     spec = load_checkpoint(dst).spec
