@@ -21,6 +21,8 @@ GPU_TRAIN := $(DETSEG) train --backbone tiny --dataset shapes --imgsz 256 --batc
 	--optimizer adamw --weight-decay 1e-4 --lr 1e-3 --augment light --eval-max-images 50 --threads 4 \
 	--device $(GPU_DEVICE)
 SHIP := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2])'
+# the final epoch's EMA weights of a last.pt (where the 50 val images picked an earlier best.pt)
+SHIP_EMA := $(PY) -c 'import sys; from detseg.engine.checkpointing import ship_weights; ship_weights(sys.argv[1], sys.argv[2], ema=True)'
 # Continuing runs on the 6000 shapes images: EMA of the weights, AdamW, light augmentation.
 TRAIN_6K := $(DETSEG) train --backbone tiny --dataset shapes --threads 2 --workers 1 \
 	--data-root $(SHAPES_6K) --imgsz 256 --optimizer adamw --weight-decay 1e-4 \
@@ -115,7 +117,10 @@ weights: $(STAMP)
 		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2
 	$(TRAIN_6K) --model deeplabv3plus --seed 10 --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus-2/best.pt \
 		--imgsz 320 --epochs 2 --batch-size 8 --lr 3e-4 --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320
-	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320/best.pt shapes-deeplabv3plus
+	$(TRAIN_6K) --model deeplabv3plus --seed 17 --weights $(WEIGHTS_RUNS)/shapes-deeplabv3plus-320/best.pt \
+		--imgsz 320 --epochs 4 --batch-size 8 --lr 3e-4 --model-option loss_top_k=0.2 \
+		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-hpm
+	$(SHIP_EMA) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-hpm/last.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
