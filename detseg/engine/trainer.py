@@ -49,6 +49,7 @@ from detseg.engine.optim import build_optimizer, build_scheduler, param_groups, 
 from detseg.engine.train_config import TrainCallback, TrainConfig, TrainResult
 from detseg.engine.transfer import (
     FrozenBatchNormGuard,
+    donor_model,
     find_backbone,
     freeze_stages,
     inherited_options,
@@ -136,15 +137,11 @@ class Trainer:
             options.setdefault("input_size", cfg.imgsz)
         self.start_weights = training_weights(cfg.model, cfg.weights)
         family, backbone = cfg.model, cfg.backbone
+        if family is None and cfg.model_options and self.start_weights:  # rebuilt with them
+            family, backbone = donor_model(self.start_weights)
         loaded = None
-        if family is None and cfg.model_options and self.start_weights:
-            # --model-option with a checkpoint alone: rebuild the checkpoint's own model
-            # (``model_task`` above has refused weights without a detseg spec)
-            loaded = resolve_transfer_weights(self.start_weights)
-            assert loaded.spec is not None
-            family, backbone = loaded.spec.family, loaded.spec.backbone
         if family is not None and self.start_weights:
-            loaded = loaded or resolve_transfer_weights(self.start_weights, preset=family)
+            loaded = resolve_transfer_weights(self.start_weights, preset=family)
             # --model-option wins over what the checkpoint was built with
             options = {**inherited_options(loaded, family, backbone), **options}
         if family is None:
