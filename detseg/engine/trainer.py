@@ -49,7 +49,6 @@ from detseg.engine.optim import build_optimizer, build_scheduler, param_groups, 
 from detseg.engine.train_config import TrainCallback, TrainConfig, TrainResult
 from detseg.engine.transfer import (
     FrozenBatchNormGuard,
-    donor_model,
     find_backbone,
     freeze_stages,
     inherited_options,
@@ -58,7 +57,7 @@ from detseg.engine.transfer import (
 )
 from detseg.engine.validation import Validation
 from detseg.errors import DatasetError, NonFiniteLossError, UsageError
-from detseg.models.loading import model_task, training_weights
+from detseg.models.loading import checkpoint_spec, model_task, training_weights
 from detseg.spec import model_spec
 from detseg.tasks import TASK_ADAPTERS, float_image, task_adapter, total_loss
 
@@ -138,7 +137,8 @@ class Trainer:
         self.start_weights = training_weights(cfg.model, cfg.weights)
         family, backbone = cfg.model, cfg.backbone
         if family is None and cfg.model_options and self.start_weights:  # rebuilt with them
-            family, backbone = donor_model(self.start_weights)
+            donor = checkpoint_spec(self.start_weights)
+            family, backbone = donor.family, donor.backbone
         loaded = None
         if family is not None and self.start_weights:
             loaded = resolve_transfer_weights(self.start_weights, preset=family)

@@ -84,15 +84,6 @@ def resolve_transfer_weights(weights: str, preset: str | None = None) -> LoadedW
     return resolve_weights(weights, default_enum=default_enum)
 
 
-def donor_model(weights: str) -> tuple[str, str | None]:
-    """Family and backbone of the detseg checkpoint ``weights``: what ``--model-option``
-    rebuilds when no ``--model`` is given. ``UsageError`` for weights without a spec."""
-    loaded = resolve_transfer_weights(weights)
-    if loaded.spec is None:
-        raise UsageError(f"--weights {weights}: not a detseg checkpoint; name the model too")
-    return loaded.spec.family, loaded.spec.backbone
-
-
 def inherited_options(loaded: LoadedWeights, family: str, backbone: str | None) -> dict[str, Any]:
     """The options a detseg checkpoint of ``family`` over ``backbone`` (None: the family's
     default) was built with and that differ from the family's defaults at its input size

@@ -22,6 +22,7 @@ from torch import nn
 from detseg.errors import UsageError
 from detseg.models import build_model, model_info
 from detseg.runtime import RUNTIME_OF_FORMAT, exported_format
+from detseg.spec import ModelSpec
 
 
 def exported_file(weights: str | None) -> Path | None:
@@ -89,6 +90,12 @@ def model_task(model: str | None, weights: str | None) -> str:
         return str(model_info(model)["task"])
     if weights is None:
         raise UsageError("give a model name, or weights of a detseg checkpoint")
+    return checkpoint_spec(weights).task
+
+
+def checkpoint_spec(weights: str) -> ModelSpec:
+    """The ``ModelSpec`` the detseg checkpoint ``weights`` carries (what training rebuilds when
+    no model is named); ``UsageError`` for an exported model or weights without a spec."""
     path = exported_file(weights)
     if path is not None:
         raise _refuse_exported(weights, path, "training")
@@ -97,7 +104,7 @@ def model_task(model: str | None, weights: str | None) -> str:
     spec = resolve_weights(weights).spec
     if spec is None:
         raise UsageError(f"weights {weights}: not a detseg checkpoint; name the model too")
-    return spec.task
+    return spec
 
 
 def training_weights(model: str | None, weights: str | None) -> str | None:

@@ -130,7 +130,7 @@ def build_deeplabv3plus(backbone: Backbone, spec: ModelSpec) -> DeepLabV3Plus:
     if len(spec.options["aspp_rates"]) < 1 or min(spec.options["aspp_rates"]) < 1:
         raise ModelBuildError(f"deeplabv3plus aspp_rates must be positive integers, got "
                               f"{spec.options['aspp_rates']}")
-    if not 0 < float(spec.options.get("loss_top_k", 1.0)) <= 1:
-        raise ModelBuildError(f"deeplabv3plus loss_top_k must be in (0, 1], got "
-                              f"{spec.options['loss_top_k']}")
+    top_k = spec.options.get("loss_top_k", 1.0)  # absent from specs saved before the option
+    if not 0 < float(top_k) <= 1:
+        raise ModelBuildError(f"deeplabv3plus loss_top_k must be in (0, 1], got {top_k}")
     return DeepLabV3Plus(backbone, spec.num_classes, spec.options)
