@@ -8,6 +8,7 @@ DETSEG := $(VENV)/bin/detseg
 SHAPES := data/shapes
 SHAPES_BIG := data/shapes-big
 SHAPES_6K := data/shapes-6k
+SHAPES_6K_B := data/shapes-6k-b
 SHAPES_20K := data/shapes-20k
 WEIGHTS_RUNS := runs/weights
 # One training process per core at most; each uses one thread.
@@ -69,6 +70,7 @@ weights: $(STAMP)
 	$(DETSEG) dataset shapes --out $(SHAPES) --train 800 --val 50 --seed 0
 	$(DETSEG) dataset shapes --out $(SHAPES_BIG) --train 3000 --val 50 --seed 2
 	$(DETSEG) dataset shapes --out $(SHAPES_6K) --train 6000 --val 50 --seed 3
+	$(DETSEG) dataset shapes --out $(SHAPES_6K_B) --train 6000 --val 50 --seed 4
 	$(DETSEG) dataset shapes --out $(SHAPES_20K) --train 20000 --val 50 --seed 3
 	rm -rf $(WEIGHTS_RUNS)
 	$(UNET) --data-root $(SHAPES) --epochs 45 --lr 1e-3 --warmup-epochs 0.3 --augment none \
@@ -121,6 +123,10 @@ weights: $(STAMP)
 		--imgsz 320 --epochs 4 --batch-size 8 --lr 3e-4 --model-option loss_top_k=0.2 \
 		--out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-hpm
 	$(SHIP_EMA) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-hpm/last.pt shapes-deeplabv3plus
+	$(TRAIN_6K) --model deeplabv3plus --seed 19 --data-root $(SHAPES_6K_B) \
+		--weights weights/shapes-deeplabv3plus.pt --imgsz 320 --epochs 3 --batch-size 8 --lr 2e-4 \
+		--model-option loss_top_k=0.2 --out $(WEIGHTS_RUNS)/shapes-deeplabv3plus-fresh
+	$(SHIP) $(WEIGHTS_RUNS)/shapes-deeplabv3plus-fresh/best.pt shapes-deeplabv3plus
 	$(TRAIN) --model faster_rcnn --weights $(WEIGHTS_RUNS)/shapes-mask_rcnn/last.pt \
 		--data-root $(SHAPES) --imgsz 256 --epochs 4 --batch-size 4 --optimizer adamw --lr 3e-4 \
 		--weight-decay 1e-4 --warmup-epochs 0.2 --augment light --roi-samples 128 --eval-max-images 20 \
